@@ -1,0 +1,72 @@
+# The front door. Targets are verbs: `make book` and `make test` are the two commands a
+# reader, reviewer or teacher needs on a fresh clone (Linux, Python 3.11+, make, git).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+.PHONY: help venv lock data data-check book notebooks test test-unit test-notebooks test-book bench clean clean-data
+
+help:
+	@echo "make book   build the executed HTML book into _build/html (creates .venv, fetches data)"
+	@echo "make test   everything CI checks: unit tests, nbval on every chapter, the book with warnings as errors"
+	@echo "make data   fetch, verify and build every data file;  make data-check  reports the cache"
+	@echo "make bench  print the performance figures"
+	@echo "make notebooks  re-execute every chapter in place (before committing a chapter)"
+	@echo "make lock   re-resolve requirements.in into requirements.lock and environment.yml"
+
+# The venv is rebuilt whenever the lock changes; the stamp records the lock it was built from.
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+venv: $(STAMP)
+
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.in
+	.venv-lock/bin/python -m pip freeze --exclude-editable | LC_ALL=C sort -f > requirements.lock
+	rm -rf .venv-lock
+	$(PYTHON) -m analysis.envfiles requirements.lock > environment.yml
+
+data: $(STAMP)
+	$(PY) -m analysis data
+
+data-check: $(STAMP)
+	$(PY) -m analysis data --check
+
+# Execution errors become warnings and -W turns every warning into a failure: a broken
+# chapter can never publish. Executed notebooks are cached in _build/.jupyter_cache.
+book: data
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo
+	@echo "The book is built. Open: $(CURDIR)/_build/html/index.html"
+
+notebooks: data
+	$(PY) -m analysis notebooks book
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests
+
+# --nbval-lax: only cells marked `# NBVAL_CHECK_OUTPUT` (key numbers at fixed precision)
+# are compared with their committed output; every cell must still run without error.
+test-notebooks: data
+	$(PY) -m pytest --nbval-lax -p no:cacheprovider book
+
+test-book: book
+
+test: test-unit test-notebooks test-book
+
+bench: data
+	$(PY) -m analysis.bench
+
+clean:
+	rm -rf _build
+
+clean-data:
+	rm -rf data/processed
