@@ -1,0 +1,72 @@
+"""``make bench``: the performance figures of the book, printed against their budgets.
+
+Budgets are measured here, never asserted in timed tests: a slow machine should not fail CI.
+Each figure is measured in a fresh subprocess so that imports and caches are counted honestly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+from analysis.paths import ROOT
+
+_BUILD_ALL = "from analysis.panels import build_all; build_all(force=True)"
+_WARM_LOAD = (
+    "import time; from analysis.panels import PANELS, load; [load(n) for n in PANELS]; "
+    "t = time.perf_counter(); [load(n) for n in PANELS]; print(time.perf_counter() - t)"
+)
+
+
+@dataclass
+class Figure:
+    what: str
+    seconds: float
+    budget: float | None = None
+
+    def line(self) -> str:
+        verdict = "" if self.budget is None else ("  within budget" if self.seconds <= self.budget else "  OVER BUDGET")
+        budget = "" if self.budget is None else f"  (budget {self.budget:.0f} s)"
+        return f"{self.what:<58} {self.seconds:8.2f} s{budget}{verdict}"
+
+
+def _timed(cmd: list[str], env: dict | None = None) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def cold_build() -> Figure:
+    with tempfile.TemporaryDirectory() as tmp:
+        secs = _timed([sys.executable, "-c", _BUILD_ALL], {"THIRD_PILLAR_PROCESSED": tmp})
+    return Figure("cold build of all processed panels from the raw cache", secs, 30)
+
+
+def warm_load() -> Figure:
+    out = subprocess.run([sys.executable, "-c", _WARM_LOAD], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    return Figure("warm load of all processed panels", float(out.strip().splitlines()[-1]), 1)
+
+
+def book_rebuild() -> Figure:
+    subprocess.run(["make", "book"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)  # warm the caches
+    return Figure("no-change `make book` rebuild", _timed(["make", "book"]), 20)
+
+
+def make_test() -> Figure:
+    return Figure("wall time of `make test`", _timed(["make", "test"]))
+
+
+def main() -> None:
+    print(f"make bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    for measure in (cold_build, warm_load, book_rebuild, make_test):
+        print(measure().line(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
