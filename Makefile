@@ -50,7 +50,7 @@ book: data
 notebooks: data
 	$(PY) -m analysis notebooks book
 
-test-unit: $(STAMP)
+test-unit: data
 	$(PY) -m pytest tests
 
 # --nbval-lax: only cells marked `# NBVAL_CHECK_OUTPUT` (key numbers at fixed precision)
