@@ -153,3 +153,32 @@ def variance_shares_figure(shares: pd.DataFrame, labels: dict[str, str]) -> plt.
     ax.legend(ncol=3, fontsize=8, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout()
     return fig
+
+
+def series_break_summary(annual: pd.DataFrame, col: str = "associations_per_10k",
+                         before: int = 2016, after: int = 2017) -> dict[str, float]:
+    """How the annual association series changes across the NAICS 2017 break.
+
+    ``median_ratio``: median over counties with both years of value(after) / value(before);
+    ``counties_lost``: counties with a value before the break and none after it.
+    """
+    wide = annual.pivot(index="fips", columns="year", values=col)
+    both = wide[[before, after]].dropna()
+    both = both[both[before] > 0]
+    return {
+        "median_before": float(wide[before].median()),
+        "median_after": float(wide[after].median()),
+        "median_ratio": float((both[after] / both[before]).median()),
+        "counties_before": int(wide[before].notna().sum()),
+        "counties_lost": int((wide[before].notna() & wide[after].isna()).sum()),
+    }
+
+
+def crosswalk_summary(report: dict) -> pd.DataFrame:
+    """Counties per wave before and after the FIPS crosswalk, from ``panels.build_report``."""
+    before = pd.Series(report["counties_per_wave_before_crosswalk"], name="Penn State file")
+    after = pd.Series(report["counties_per_wave_after_crosswalk"], name="panel")
+    out = pd.concat([before, after], axis=1)
+    out.index = out.index.astype(int)
+    out.index.name = "wave"
+    return out

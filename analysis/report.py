@@ -42,3 +42,17 @@ def fmt(x: float, digits: int = 2) -> str:
 def pct(x: float, digits: int = 0) -> str:
     """A share in [0, 1] as a percentage string."""
     return f"{100 * x:.{digits}f}%"
+
+
+def glue(name: str, value, display: bool = False):
+    """``myst_nb.glue`` for numbers in prose, with NumPy scalars turned into Python numbers.
+
+    NumPy 2 writes ``np.float64(1.5)`` as the text of a scalar, which the ``{glue:text}`` role
+    cannot format; a plain ``float`` or ``int`` glues cleanly.
+    """
+    import numpy as np
+    from myst_nb import glue as _glue
+
+    if isinstance(value, np.generic):
+        value = value.item()
+    return _glue(name, value, display=display)
