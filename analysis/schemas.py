@@ -1,0 +1,405 @@
+"""Schemas of the processed panels, and the two errors the data stage raises.
+
+One pandera ``DataFrameSchema`` per panel (:data:`PANEL_SCHEMAS`): unique keys, dtypes, ranges
+(percentages in [0, 100], shares in [0, 1], densities >= 0, years in the allowed set), which columns
+may be missing and how much. :func:`validate` runs a schema lazily and turns pandera's
+``SchemaErrors`` into one readable :class:`PanelValidationError` that names the panel, each failing
+column and check, and up to five failing rows as ``fips``/``year``/``value``.
+
+:class:`RawInputError` is for upstream files that do not look as expected (a renamed or missing
+column): its message names the manifest entry and the missing columns.
+
+pandera is imported lazily (first :func:`validate` call) so that loading cached panels stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cache
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandera.pandas as pa
+
+WAVE_YEARS: tuple[int, ...] = (1997, 2005, 2009, 2014)
+ANNUAL_YEARS: tuple[int, ...] = tuple(range(2014, 2023))
+CENSUS_REGIONS = ("Northeast", "Midwest", "South", "West")
+CENSUS_DIVISIONS = (
+    "New England", "Middle Atlantic", "East North Central", "West North Central", "South Atlantic",
+    "East South Central", "West South Central", "Mountain", "Pacific",
+)
+# Size classes of county population: 10k is the smallest urban core of a micropolitan area, 50k the
+# urbanised-area core of a metropolitan area, 250k the metro-size break of the USDA Rural-Urban
+# Continuum Codes (see the codebook, variable pop_size_class).
+POP_SIZE_CLASSES = ("<10k", "10k-50k", "50k-250k", "250k+")
+POP_SIZE_BREAKS = (0, 10_000, 50_000, 250_000, float("inf"))
+MAX_EXAMPLES = 5
+
+
+class PanelValidationError(ValueError):
+    """A processed panel failed its schema.
+
+    Attributes: ``panel`` (name), ``columns`` (failing columns), ``checks`` (failing checks) and
+    ``failure_cases`` (pandera's table of failures, one row per failing value).
+    """
+
+    def __init__(self, panel: str, message: str, failure_cases: pd.DataFrame | None = None, *,
+                 columns: Iterable[str] = (), checks: Iterable[str] = ()):
+        super().__init__(message)
+        self.panel = panel
+        self.failure_cases = failure_cases if failure_cases is not None else pd.DataFrame()
+        self.columns = list(columns)
+        self.checks = list(checks)
+
+
+class RawInputError(ValueError):
+    """An upstream file does not have the columns (or values) its reader expects."""
+
+    def __init__(self, source: str, message: str, missing: Iterable[str] = ()):
+        super().__init__(f"{source}: {message}")
+        self.source = source
+        self.missing = list(missing)
+
+
+def require_columns(source: str, df: pd.DataFrame, columns: Iterable[str], what: str = "") -> None:
+    """Raise :class:`RawInputError` naming ``source`` (a manifest name) and every missing column."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        found = ", ".join(map(str, df.columns))
+        extra = f" ({what})" if what else ""
+        raise RawInputError(
+            source,
+            f"missing column(s) {', '.join(repr(m) for m in missing)}{extra}; the file has: {found}",
+            missing,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Schemas
+# --------------------------------------------------------------------------------------------
+
+
+def _max_missing(share: float) -> pa.Check:
+    import pandera.pandas as pa
+
+    return pa.Check(lambda s: bool(s.isna().mean() <= share), ignore_na=False, element_wise=False,
+                    name=f"max_missing_share({share})")
+
+
+def _num(lo: float | None = None, hi: float | None = None, *, nullable: bool = True,
+          max_missing: float | None = None, dtype: str = "float64") -> pa.Column:
+    import pandera.pandas as pa
+
+    checks = []
+    if lo is not None and hi is not None:
+        checks.append(pa.Check.in_range(lo, hi))
+    elif lo is not None:
+        checks.append(pa.Check.ge(lo))
+    if max_missing is not None:
+        checks.append(_max_missing(max_missing))
+    return pa.Column(dtype, checks, nullable=nullable)
+
+
+def _count(*, nullable: bool = True, max_missing: float | None = None, positive: bool = False) -> pa.Column:
+    return _num(1 if positive else 0, None, nullable=nullable, max_missing=max_missing, dtype="Int64")
+
+
+def _quality() -> pa.Column:
+    import pandera.pandas as pa
+
+    return pa.Column("Int64", pa.Check.isin([1, 2, 3]), nullable=True)
+
+
+def _str(pattern: str | None = None, *, isin: Iterable[str] | None = None, nullable: bool = False) -> pa.Column:
+    import pandera.pandas as pa
+
+    checks = []
+    if pattern:
+        checks.append(pa.Check.str_matches(pattern))
+    if isin is not None:
+        checks.append(pa.Check.isin(list(isin)))
+    return pa.Column(str, checks, nullable=nullable)
+
+
+def _frame_check(fn, name: str) -> pa.Check:
+    """A data-frame-level check: ``fn(df)`` returns one boolean per row (False = failing row)."""
+    import pandera.pandas as pa
+
+    return pa.Check(fn, name=name)
+
+
+def _le_or_missing(a: pd.Series, b: pd.Series) -> pd.Series:
+    return ((a <= b) | a.isna() | b.isna()).astype(bool)
+
+
+COUNT_COLUMNS = (
+    "n_religious", "n_civic", "n_business", "n_political", "n_professional", "n_labour",
+    "n_bowling", "n_fitness", "n_golf", "n_sports_clubs",
+)
+COUNT_COLUMNS_1997 = ("n_membership_sports", "n_membership_nec")
+
+
+def _assn_identity(df: pd.DataFrame) -> pd.Series:
+    """assn_per_1k = sum of all establishment counts / population x 1,000 (relative tol 1e-6)."""
+    counts = df[list(COUNT_COLUMNS + COUNT_COLUMNS_1997)].astype("float64").sum(axis=1)
+    implied = counts / df["population"].astype("float64") * 1_000
+    return ((implied - df["assn_per_1k"]).abs() <= 1e-6 * implied.abs().clip(lower=1)).fillna(False)
+
+
+def _waves_schema() -> pa.DataFrameSchema:
+    import pandera.pandas as pa
+
+    cols: dict[str, pa.Column] = {
+        "fips": _str(r"^\d{5}$"),
+        "year": pa.Column("int64", pa.Check.isin(list(WAVE_YEARS))),
+        "state_fips": _str(r"^\d{2}$"),
+        "state_abbr": _str(r"^[A-Z]{2}$"),
+        "county_name": _str(),
+        "census_region": _str(isin=CENSUS_REGIONS),
+        "census_division": _str(isin=CENSUS_DIVISIONS),
+        "pop_size_class": pa.Column(pd.CategoricalDtype(list(POP_SIZE_CLASSES), ordered=True)),
+        "population": _count(nullable=False, positive=True),
+    }
+    cols.update({c: _count(nullable=False) for c in COUNT_COLUMNS})
+    cols.update({c: _count(nullable=True) for c in COUNT_COLUMNS_1997})
+    cols.update({
+        "n_nonprofits": _count(max_missing=0.01),
+        "assn_per_1k": _num(0, nullable=False),
+        "civic_religious_per_10k": _num(0, nullable=False),
+        "business_prof_labour_political_per_10k": _num(0, nullable=False),
+        "recreation_sports_per_10k": _num(0, nullable=False),
+        "nonprofits_per_10k": _num(0, max_missing=0.01),
+        # votes cast / voting-age population: small counties exceed 100 (see codebook)
+        "turnout_pct": _num(0, 250, max_missing=0.01),
+        "census_response_pct": _num(0, 100, max_missing=0.01),
+        "unemployment_rate": _num(0, 100, max_missing=0.01),
+        "labour_force": _count(max_missing=0.01, positive=True),
+        "employment": _count(max_missing=0.01),
+        "poverty_rate": _num(0, 100, max_missing=0.01),
+        "child_poverty_rate": _num(0, 100, max_missing=0.01),
+        "median_hh_income": _num(1, max_missing=0.01),
+        "log_median_hh_income": _num(0, 15, max_missing=0.01),
+        "geo_adjusted": pa.Column(bool),
+    })
+    checks = [
+        _frame_check(_assn_identity, "assn_per_1k_equals_counts_over_population_x1000"),
+        _frame_check(lambda d: (d["n_membership_sports"].notna() == (d["year"] == 1997))
+                     & (d["n_membership_nec"].notna() == (d["year"] == 1997)),
+                     "membership_counts_present_in_1997_only"),
+        _frame_check(lambda d: _le_or_missing(d["employment"].astype("float64"), d["labour_force"].astype("float64")),
+                     "employment_le_labour_force"),
+    ]
+    return pa.DataFrameSchema(cols, checks=checks, unique=["fips", "year"], strict=True, ordered=True,
+                              name="us_counties_waves")
+
+
+ANNUAL_OUTCOMES: dict[str, tuple[float | None, float | None]] = {
+    "associations_per_10k": (0, None),
+    "share_employed": (0, 1),
+    "income_p20": (0, None),
+    "income_p50": (0, None),
+    "income_p80": (0, None),
+    "injury_death_rate_per_100k": (0, 100_000),
+    "low_birth_weight_share": (0, 1),
+    "poverty_exposure_share": (0, 1),
+    "violent_crime_per_100k": (0, None),
+    "property_crime_per_100k": (0, None),
+}
+
+
+def _annual_outcome_columns(with_crime: bool = True) -> dict[str, pa.Column]:
+    quality_after = {
+        "associations_per_10k": "associations_quality",
+        "share_employed": "share_employed_quality",
+        "income_p80": "income_quality",
+        "injury_death_rate_per_100k": "injury_death_quality",
+        "low_birth_weight_share": "low_birth_weight_quality",
+        "poverty_exposure_share": "poverty_exposure_quality",
+        "property_crime_per_100k": "crime_quality",
+    }
+    cols: dict[str, pa.Column] = {}
+    for name, (lo, hi) in ANNUAL_OUTCOMES.items():
+        if not with_crime and "crime" in name:
+            continue
+        cols[name] = _num(lo, hi)
+        if name in quality_after:
+            cols[quality_after[name]] = _quality()
+    return cols
+
+
+def _annual_schema() -> pa.DataFrameSchema:
+    import pandera.pandas as pa
+
+    cols: dict[str, pa.Column] = {
+        "fips": _str(r"^\d{5}$"),
+        "year": pa.Column("int64", pa.Check.isin(list(ANNUAL_YEARS))),
+        "state_fips": _str(r"^\d{2}$"),
+        "county_name": _str(),
+        "state_name": _str(),
+        "census_region": _str(isin=CENSUS_REGIONS),
+        "population": _count(nullable=False, positive=True),
+    }
+    cols.update(_annual_outcome_columns())
+    cols["post_2017_break"] = pa.Column(bool)
+    cols["geo_adjusted"] = pa.Column(bool)
+    checks = [
+        _frame_check(lambda d: d["post_2017_break"] == (d["year"] >= 2017), "post_2017_break_equals_year_ge_2017"),
+        _frame_check(lambda d: _le_or_missing(d["income_p20"], d["income_p50"])
+                     & _le_or_missing(d["income_p50"], d["income_p80"]),
+                     "income_percentiles_ordered_p20_le_p50_le_p80"),
+    ]
+    return pa.DataFrameSchema(cols, checks=checks, unique=["fips", "year"], strict=True, ordered=True,
+                              name="us_counties_annual")
+
+
+def _sca_schema() -> pa.DataFrameSchema:
+    import pandera.pandas as pa
+
+    cols: dict[str, pa.Column] = {
+        "fips": pa.Column(str, pa.Check.str_matches(r"^\d{5}$"), unique=True),
+        "state_fips": _str(r"^\d{2}$"),
+        "county_name": _str(),
+        "state_name": _str(),
+        "census_region": _str(isin=CENSUS_REGIONS),
+        "pop2018": _count(max_missing=0.05, positive=True),
+        "economic_connectedness": _num(0, 5, max_missing=0.05),
+        "economic_connectedness_se": _num(0, None, max_missing=0.05),
+        "clustering": _num(0, 1, nullable=False),
+        "support_ratio": _num(0, 1, nullable=False),
+        "volunteering_rate": _num(0, 1, nullable=False),
+        "civic_organizations_per_1k_users": _num(0, 1_000, nullable=False),
+    }
+    cols.update(_annual_outcome_columns(with_crime=False))
+    return pa.DataFrameSchema(cols, strict=True, ordered=True, name="us_social_capital_atlas")
+
+
+@cache
+def panel_schema(name: str) -> pa.DataFrameSchema:
+    """The pandera schema of panel ``name``."""
+    builders = {
+        "us_counties_waves": _waves_schema,
+        "us_counties_annual": _annual_schema,
+        "us_social_capital_atlas": _sca_schema,
+    }
+    if name not in builders:
+        raise KeyError(f"no schema for panel {name!r}; known: {', '.join(builders)}")
+    return builders[name]()
+
+
+SCHEMA_NAMES = ("us_counties_waves", "us_counties_annual", "us_social_capital_atlas")
+
+
+# --------------------------------------------------------------------------------------------
+# Validation with readable errors
+# --------------------------------------------------------------------------------------------
+
+
+def _row_label(df: pd.DataFrame, idx) -> str:
+    """``fips=01001 year=1997`` for positional row ``idx`` of ``df`` (empty if not a row)."""
+    try:
+        i = int(idx)
+    except (TypeError, ValueError):
+        return ""
+    if not 0 <= i < len(df):
+        return ""
+    return " ".join(f"{k}={df[k].iloc[i]}" for k in ("fips", "year") if k in df.columns)
+
+
+STRUCTURAL_CHECKS = ("column_in_dataframe", "column_in_schema", "column_ordered")
+
+
+def _rows(grp: pd.DataFrame) -> list:
+    return list(dict.fromkeys(i for i in grp["index"] if i is not None and not (isinstance(i, float) and pd.isna(i))))
+
+
+def format_failures(panel: str, df: pd.DataFrame, failure_cases: pd.DataFrame) -> tuple[str, list[str], list[str]]:
+    """One readable message from pandera's failure cases, plus the failing columns and checks.
+
+    Per failing column and check: how many rows fail and up to five examples
+    (``fips=... year=... value=...``). Data-frame-level checks (key uniqueness, cross-column
+    identities) are reported once, with the failing rows, not once per column.
+    """
+    fc = failure_cases.copy()
+    fc["column"] = fc["column"].astype(object).where(fc["column"].notna(), None)
+    fc["check"] = fc["check"].astype(str)
+    fc["_order"] = range(len(fc))
+    lines: list[str] = []
+    columns: list[str] = []
+    checks: list[str] = []
+
+    def add(col=None, check=None):
+        if col is not None and col not in columns:
+            columns.append(str(col))
+        if check is not None and check not in checks:
+            checks.append(check)
+
+    structural = fc[fc["check"].isin(STRUCTURAL_CHECKS)]
+    for check, grp in structural.groupby("check", sort=False):
+        names = list(dict.fromkeys(map(str, grp["failure_case"])))
+        for n in names:
+            add(n, check)
+        if check == "column_in_dataframe":
+            lines.append(f"  - missing column(s) {', '.join(map(repr, names))} (check column_in_dataframe)")
+        elif check == "column_in_schema":
+            lines.append(f"  - unexpected column(s) {', '.join(map(repr, names))} not in the schema "
+                         f"(check column_in_schema)")
+        else:
+            lines.append(f"  - columns out of order: {', '.join(map(repr, names))} (check {check})")
+
+    frame_level = fc[(fc["schema_context"] == "DataFrameSchema") & ~fc["check"].isin(STRUCTURAL_CHECKS)]
+    for check, grp in frame_level.groupby("check", sort=False):
+        rows = _rows(grp)
+        involved = [c for c in dict.fromkeys(grp["column"]) if c is not None]
+        add(None, check)
+        if not rows:  # the check could not run (e.g. a column it needs is missing)
+            cases = "; ".join(dict.fromkeys(str(c) for c in grp["failure_case"]))
+            lines.append(f"  - check {check} could not be evaluated: {cases}")
+            continue
+        if check == "multiple_fields_uniqueness":
+            for c in involved:
+                add(c)
+            what = f"key ({', '.join(map(str, involved))}) not unique"
+        else:
+            what = "row-level check across columns failed"
+        examples = "; ".join(e for e in (_row_label(df, i) for i in rows[:MAX_EXAMPLES]) if e)
+        lines.append(f"  - {what} (check {check}): {len(rows)} failing row(s), e.g. {examples}")
+
+    column_level = fc[(fc["schema_context"] != "DataFrameSchema") & ~fc["check"].isin(STRUCTURAL_CHECKS)]
+    for (column, check), grp in column_level.groupby(["column", "check"], sort=False, dropna=False):
+        grp = grp.sort_values("_order")
+        add(column, check)
+        rows = _rows(grp)
+        if not rows:  # a check on the whole column (dtype, missing share)
+            cases = ", ".join(str(c) for c in grp["failure_case"].head(MAX_EXAMPLES))
+            lines.append(f"  - column {column!r}, check {check}: failed (failure case: {cases})")
+            continue
+        examples = []
+        for _, r in grp.head(MAX_EXAMPLES).iterrows():
+            examples.append(f"{_row_label(df, r['index'])} value={r['failure_case']}".strip())
+        lines.append(f"  - column {column!r}, check {check}: {len(rows)} failing row(s), e.g. "
+                     + "; ".join(examples))
+    head = f"panel {panel!r} failed validation on column(s) {', '.join(columns) or '-'}:"
+    return "\n".join([head, *lines]), columns, checks
+
+
+def validate(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Validate panel ``name`` (lazily: every failure at once); return ``df`` unchanged if it passes.
+
+    Raises :class:`PanelValidationError` whose message names the panel, each failing column and
+    check, and up to five failing rows (``fips``, ``year``, ``value``).
+    """
+    import pandera.pandas as pa
+
+    schema = panel_schema(name)
+    checked = df.reset_index(drop=True)
+    try:
+        schema.validate(checked, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        fc = err.failure_cases
+        message, columns, checks = format_failures(name, checked, fc)
+        raise PanelValidationError(name, message, fc, columns=columns, checks=checks) from None
+    except pa.errors.SchemaError as err:  # pragma: no cover - lazy=True collects, but be safe
+        raise PanelValidationError(name, f"panel {name!r} failed validation: {err}") from None
+    return df
