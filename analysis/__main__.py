@@ -39,14 +39,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
         return 0
 
     # Imported here: the panel builders are heavier and are not needed to fetch or check.
-    try:
-        panels = importlib.import_module("analysis.panels")
-    except ModuleNotFoundError as exc:
-        if exc.name != "analysis.panels":  # a missing dependency inside panels is a real error
-            raise
-        print("note: analysis.panels does not exist yet; skipped building the processed panels")
-        return 0
-    panels.build_all()
+    panels = importlib.import_module("analysis.panels")
+    for name, info in panels.build_all().items():
+        print(f"panel {name}: {info}")
     return 0
 
 

@@ -482,14 +482,16 @@ def test_cli_data_builds_panels_after_fetching(tmp_path, server, cache, capsys, 
     _manifest(tmp_path, [_entry_dict("alpha", server.url("ok", "alpha.csv"), ALPHA)])
     args = ["data", "--manifest", str(tmp_path / "manifest.yml"), "--cache-dir", str(cache)]
     calls = []
-    monkeypatch.setitem(sys.modules, "analysis.panels", types.SimpleNamespace(build_all=lambda: calls.append(1)))
+    built = {"us_counties_waves": {"rows": 1, "built": True}}
+    monkeypatch.setitem(sys.modules, "analysis.panels", types.SimpleNamespace(build_all=lambda: calls.append(1) or built))
     assert main(args) == 0
     assert calls == [1]
+    assert "panel us_counties_waves: {'rows': 1, 'built': True}" in capsys.readouterr().out
 
-    # While analysis.panels does not exist, the build is skipped with a note.
+    # A broken panels module is an error, never a silent skip.
     monkeypatch.setitem(sys.modules, "analysis.panels", None)
-    assert main(args) == 0
-    assert "analysis.panels does not exist yet" in capsys.readouterr().out
+    with pytest.raises(ImportError):
+        main(args)
 
 
 # --- the real manifest ------------------------------------------------------------------------
