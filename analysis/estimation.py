@@ -625,6 +625,14 @@ def _design(spec: ModelSpec, df: pd.DataFrame) -> _Design:
         if not dummies.empty:
             dmeans = dummies.groupby(sample[spec.entity].to_numpy()).transform("mean")
             dmeans = dmeans.loc[:, dmeans.std() > 1e-12]  # vary across units only if unbalanced
+            # When every gap falls in the same period, the means of the dummies are affine in one
+            # indicator and collinear with each other; keep an independent subset (same span).
+            kept, basis = [], np.ones((len(dmeans), 1))
+            for c in dmeans.columns:
+                candidate = np.column_stack([basis, dmeans[c].to_numpy(dtype=float)])
+                if np.linalg.matrix_rank(candidate) > basis.shape[1]:
+                    basis, kept = candidate, [*kept, c]
+            dmeans = dmeans[kept]
             dmeans.columns = [f"mean({c})" for c in dmeans.columns]
             roles.update({c: "unit mean (period dummy)" for c in dmeans.columns})
             parts.append(dmeans)

@@ -545,3 +545,19 @@ def test_plots(panel):
     plt.close(ax.figure)
     with pytest.raises(SpecificationError):
         coef_plot(results, "nope")
+
+
+def test_cre_with_all_gaps_in_one_period_equals_twfe():
+    """Synthetic unbalanced panel (labelled): every missing row is in the same period, which makes
+    the unit means of the period dummies collinear. CRE must still fit, and its coefficient on the
+    time-varying regressor equals two-way FE exactly (Mundlak 1978; Wooldridge 2019)."""
+    rng = np.random.default_rng(7)
+    n, t = 60, 4
+    d = pd.DataFrame({"fips": np.repeat([f"{i:05d}" for i in range(n)], t), "year": np.tile([1, 2, 3, 4], n)})
+    a = np.repeat(rng.normal(size=n), t)
+    d["x"] = a + rng.normal(size=n * t)
+    d["y"] = 0.5 * d["x"] + a + 0.3 * d["year"] + rng.normal(size=n * t)
+    d = d[~((d["year"] == 2) & (d["fips"] < "00010"))]  # 10 units miss period 2 only
+    cre = fit(ModelSpec("y", ("x",), estimator="cre", effects="time", cov="robust"), d)
+    twfe = fit(ModelSpec("y", ("x",), estimator="twfe", cov="robust"), d)
+    assert abs(cre.params["x"] - twfe.params["x"]) < 1e-8
