@@ -1,0 +1,575 @@
+r"""Chapter 3, "Between places and within them": the model grid, its tests and its magnitudes.
+
+For one outcome and one density measure the chapter fits six estimators that differ in which
+comparison they use (:func:`chapter3_specs`):
+
+==============  =====================================  =============  =====================
+key             model                                  effects        standard errors
+==============  =====================================  =============  =====================
+``pooled``      pooled OLS                             year           clustered by county
+``between``     OLS on county means                    none           HC1 (one row a county)
+``fe``          within (county effects only)           county         clustered by county
+``twfe``        two-way fixed effects                  county + year  clustered by county
+``re``          random effects (Swamy-Arora)           year           clustered by county
+``cre``         correlated RE (Mundlak)                year           clustered by county
+==============  =====================================  =============  =====================
+
+plus three inference-robustness columns for the TWFE model (``twfe_state``: clustered by
+state; ``twfe_twoway``: clustered by county and year; ``twfe_dk``: Driscoll-Kraay), a
+first-difference fit (``fd``, year effects; a diagnostic for measurement error, not a table
+column) and the two classical-covariance fits the Hausman test needs (``twfe_classical``,
+``re_classical``): the Hausman statistic assumes that RE is efficient, which only holds with
+classical (homoskedastic, serially uncorrelated) errors, so it is computed from classical
+covariances, as :func:`analysis.estimation.hausman` requires. The Mundlak test is its robust
+counterpart (CRE with county-clustered covariance).
+
+:func:`fit_outcome_table` fits the grid on the outcome's *balanced* sample (counties observed
+in every wave, see :func:`balanced_sample`), so that every column uses the same observations
+and the CRE coefficient equals the TWFE one exactly. :func:`magnitudes` scales the pooled and
+TWFE coefficients to a one within-county-SD rise in density and compares the TWFE 90% interval
+with the pre-declared equivalence bounds (``analysis/hypotheses.yml``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.describe import WAVE_OUTCOMES
+from analysis.estimation import (
+    ModelSpec,
+    PanelResult,
+    SpecificationError,
+    TestResult,
+    effect_sizes,
+    fit,
+    hausman,
+    mundlak_test,
+)
+from analysis.hypotheses import equivalence_bounds
+from analysis.tables import RegressionTable, regression_table
+
+__all__ = [
+    "BETTER_SIGN",
+    "COLUMN_LABELS",
+    "DENSITY",
+    "OUTCOMES",
+    "TABLE_COLUMNS",
+    "OutcomeTable",
+    "attenuation",
+    "balanced_sample",
+    "bench_table_set",
+    "bench_twfe_fit",
+    "binscatter_figure",
+    "chapter3_specs",
+    "coefficients_frame",
+    "coefficient_figure",
+    "equivalence_verdict",
+    "error_share_from_changes",
+    "error_share_to_reach_bound",
+    "fit_chapter3",
+    "fit_outcome_table",
+    "magnitudes",
+    "measurement_error_check",
+    "tests_frame",
+    "tost_pvalue",
+]
+
+#: The density measure of the chapter: associations per 1,000 people (Penn State ``assn``).
+DENSITY = "assn_per_1k"
+#: Outcomes of the wave panel, in the order of the chapter.
+OUTCOMES: tuple[str, ...] = tuple(WAVE_OUTCOMES)
+#: Sign of a coefficient that means "better" for the outcome (the thesis' direction).
+BETTER_SIGN: dict[str, int] = {
+    "unemployment_rate": -1,
+    "poverty_rate": -1,
+    "child_poverty_rate": -1,
+    "log_median_hh_income": 1,
+}
+#: Columns of the regression table, in order, with their headers.
+COLUMN_LABELS: dict[str, str] = {
+    "pooled": "Pooled OLS",
+    "between": "Between",
+    "fe": "FE (county)",
+    "twfe": "TWFE",
+    "re": "RE",
+    "cre": "CRE",
+    "twfe_state": "TWFE, state cl.",
+    "twfe_twoway": "TWFE, 2-way cl.",
+    "twfe_dk": "TWFE, D-K",
+}
+TABLE_COLUMNS: tuple[str, ...] = tuple(COLUMN_LABELS)
+
+
+def chapter3_specs(outcome: str, regressor: str = DENSITY) -> dict[str, ModelSpec]:
+    """The model grid of Chapter 3 for ``outcome`` on ``regressor`` (see the module docstring).
+
+    Keys: the nine table columns (:data:`TABLE_COLUMNS`), then ``fd`` (first differences with
+    year effects, clustered by county) and the classical-covariance TWFE and RE fits of the
+    Hausman test (``twfe_classical``, ``re_classical``).
+    """
+    if not isinstance(outcome, str) or not isinstance(regressor, str):
+        raise SpecificationError(f"outcome and regressor must be column names (str); got {outcome!r}, {regressor!r}.")
+    base = ModelSpec(outcome=outcome, regressors=(regressor,))
+    return {
+        "pooled": base.replace(estimator="pooled", effects="time", cov="cluster-unit"),
+        "between": base.replace(estimator="between", effects="none", cov="robust"),
+        "fe": base.replace(estimator="fe", effects="unit", cov="cluster-unit"),
+        "twfe": base.replace(estimator="twfe", effects="unit+time", cov="cluster-unit"),
+        "re": base.replace(estimator="re", effects="time", cov="cluster-unit"),
+        "cre": base.replace(estimator="cre", effects="time", cov="cluster-unit"),
+        "twfe_state": base.replace(estimator="twfe", effects="unit+time", cov="cluster-state"),
+        "twfe_twoway": base.replace(estimator="twfe", effects="unit+time", cov="cluster-twoway"),
+        "twfe_dk": base.replace(estimator="twfe", effects="unit+time", cov="driscoll-kraay"),
+        "fd": base.replace(estimator="fd", effects="time", cov="cluster-unit"),
+        "twfe_classical": base.replace(estimator="twfe", effects="unit+time", cov="classical"),
+        "re_classical": base.replace(estimator="re", effects="time", cov="classical"),
+    }
+
+
+def balanced_sample(
+    df: pd.DataFrame, outcome: str, regressor: str = DENSITY, entity: str = "fips", time: str = "year"
+) -> tuple[pd.DataFrame, list]:
+    """Rows of the counties that have ``outcome`` and ``regressor`` in every period of ``df``.
+
+    Returns the sample and the list of counties dropped. Every estimator of a table then uses
+    the same observations, and the correlated-random-effects model needs no unit means of the
+    period dummies (which are collinear when the missing rows all fall in one wave).
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise SpecificationError(f"The data must be a pandas DataFrame, not {type(df).__name__}.")
+    for c in (entity, time, outcome, regressor):
+        if c not in df.columns:
+            raise SpecificationError(f"Unknown variable {c!r}: it is not a column of the data.")
+    n_periods = df[time].nunique()
+    complete = df[[outcome, regressor]].notna().all(axis=1)
+    periods = df.loc[complete].groupby(entity)[time].nunique()
+    keep = periods.index[periods == n_periods]
+    dropped = sorted(set(df[entity].unique()) - set(keep))
+    sample = df.loc[df[entity].isin(keep) & complete]
+    if sample.empty:
+        raise SpecificationError(f"No county has {outcome!r} and {regressor!r} in all {n_periods} periods.")
+    return sample, dropped
+
+
+@dataclass(frozen=True)
+class OutcomeTable:
+    """The Chapter 3 fits of one outcome: results by key, the two specification tests, the sample."""
+
+    outcome: str
+    regressor: str
+    results: dict[str, PanelResult] = field(repr=False)
+    hausman: TestResult
+    mundlak: TestResult
+    sample: pd.DataFrame = field(repr=False)
+    dropped_units: tuple = ()
+
+    def coef(self, key: str) -> float:
+        """Coefficient on the regressor in model ``key``."""
+        return float(self.results[key].params[self.regressor])
+
+    def table(self, labels: Mapping[str, str] | None = None, digits: int = 3) -> RegressionTable:
+        """The regression table (columns :data:`COLUMN_LABELS`), the two tests in the notes."""
+        labels = dict(labels or {})
+        tab = regression_table(
+            {COLUMN_LABELS[k]: self.results[k] for k in TABLE_COLUMNS},
+            regressors=[self.regressor],
+            digits=digits,
+            labels=labels,
+            title=labels.get(self.outcome, self.outcome),
+        )
+        tab.notes += " " + " ".join(_test_note(t) for t in (self.hausman, self.mundlak))
+        return tab
+
+
+def _fmt_p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _test_note(t: TestResult) -> str:
+    how = (
+        "classical covariances, as the test requires"
+        if t.name.startswith("Hausman")
+        else "CRE, county-clustered covariance"
+    )
+    p = _fmt_p(t.pvalue)
+    return f"{t.name} ({how}): chi2({t.df}) = {t.statistic:.2f}, p {p if p.startswith('<') else '= ' + p}."
+
+
+def fit_outcome_table(df: pd.DataFrame, outcome: str, regressor: str = DENSITY) -> OutcomeTable:
+    """Fit the Chapter 3 grid of ``outcome`` on its balanced sample, with Hausman and Mundlak tests.
+
+    Hausman compares ``twfe_classical`` with ``re_classical`` (both with year effects) on the
+    regressor; Mundlak tests the county mean of the regressor in the CRE model with year
+    effects and county-clustered covariance (``mundlak_test`` of the TWFE specification).
+    """
+    sample, dropped = balanced_sample(df, outcome, regressor)
+    specs = chapter3_specs(outcome, regressor)
+    results = {k: fit(s, sample) for k, s in specs.items()}
+    h = hausman(results["twfe_classical"], results["re_classical"], terms=[regressor])
+    m = mundlak_test(specs["twfe"], sample, cov="cluster-unit")
+    return OutcomeTable(
+        outcome=outcome,
+        regressor=regressor,
+        results=results,
+        hausman=h,
+        mundlak=m,
+        sample=sample,
+        dropped_units=tuple(dropped),
+    )
+
+
+def fit_chapter3(
+    df: pd.DataFrame, outcomes: Iterable[str] = OUTCOMES, regressor: str = DENSITY
+) -> dict[str, OutcomeTable]:
+    """:func:`fit_outcome_table` for each outcome."""
+    return {y: fit_outcome_table(df, y, regressor) for y in outcomes}
+
+
+def coefficients_frame(
+    tables: Mapping[str, OutcomeTable], keys: Iterable[str] = TABLE_COLUMNS, what: str = "coef"
+) -> pd.DataFrame:
+    """Coefficients (``what="coef"``), standard errors (``"se"``) or p-values (``"p"``) on the
+    regressor, outcomes by model keys."""
+    getters = {
+        "coef": lambda r, x: float(r.params[x]),
+        "se": lambda r, x: float(r.std_errors[x]),
+        "p": lambda r, x: float(r.pvalues[x]),
+    }
+    if what not in getters:
+        raise ValueError(f"what must be one of {list(getters)}, not {what!r}")
+    keys = list(keys)
+    return pd.DataFrame(
+        {k: [getters[what](t.results[k], t.regressor) for t in tables.values()] for k in keys},
+        index=pd.Index(list(tables), name="outcome"),
+    )
+
+
+def tests_frame(tables: Mapping[str, OutcomeTable]) -> pd.DataFrame:
+    """Hausman and Mundlak statistics, degrees of freedom and p-values by outcome."""
+    rows = []
+    for y, t in tables.items():
+        rows.append(
+            {
+                "outcome": y,
+                "hausman_chi2": t.hausman.statistic,
+                "hausman_df": t.hausman.df,
+                "hausman_p": t.hausman.pvalue,
+                "mundlak_chi2": t.mundlak.statistic,
+                "mundlak_df": t.mundlak.df,
+                "mundlak_p": t.mundlak.pvalue,
+            }
+        )
+    return pd.DataFrame(rows).set_index("outcome")
+
+
+# --------------------------------------------------------------------------------------
+# Magnitudes and equivalence
+# --------------------------------------------------------------------------------------
+
+
+def tost_pvalue(estimate: float, std_error: float, low: float, high: float, df: float) -> float:
+    r"""Two one-sided tests (Schuirmann 1987; Lakens 2017) of :math:`H_0: \beta \le low` or
+    :math:`\beta \ge high` against equivalence :math:`low < \beta < high`.
+
+    The p-value is the larger of :math:`P(T \ge (b-low)/se)` and :math:`P(T \le (b-high)/se)`
+    with :math:`T \sim t(df)` (normal if ``df`` is infinite). It is below 0.05 exactly when
+    the 90% confidence interval lies inside ``(low, high)``.
+    """
+    if not (np.isfinite(estimate) and np.isfinite(std_error)) or std_error <= 0:
+        raise ValueError(f"estimate and std_error must be finite with std_error > 0; got {estimate}, {std_error}.")
+    if not low < high:
+        raise ValueError(f"The equivalence bounds must satisfy low < high; got ({low}, {high}).")
+    dist = stats.norm if np.isinf(df) else stats.t(df)
+    p_low = float(dist.sf((estimate - low) / std_error))
+    p_high = float(dist.cdf((estimate - high) / std_error))
+    return max(p_low, p_high)
+
+
+def equivalence_verdict(ci90: tuple[float, float], ci95: tuple[float, float], bound: float, better_sign: int) -> str:
+    """Classify an effect against the smallest effect of interest ``±bound``.
+
+    * ``"negligible"``: the 90% interval lies inside ``(-bound, bound)`` (equivalence at 5%);
+    * ``"better"`` / ``"worse"``: not negligible, the 95% interval excludes zero and the point
+      estimate is outside the bounds, in the direction the thesis predicts (``better_sign``)
+      or the opposite;
+    * ``"significant, size unclear"``: the 95% interval excludes zero but the estimate is
+      inside the bounds and the 90% interval is not;
+    * ``"inconclusive"``: neither zero nor the bounds can be ruled out.
+    """
+    if bound <= 0:
+        raise ValueError(f"bound must be positive, not {bound}")
+    if better_sign not in (-1, 1):
+        raise ValueError(f"better_sign must be -1 or 1, not {better_sign}")
+    lo90, hi90 = ci90
+    lo95, hi95 = ci95
+    if -bound < lo90 and hi90 < bound:
+        return "negligible"
+    if lo95 > 0 or hi95 < 0:
+        mid = (lo95 + hi95) / 2
+        if abs(mid) >= bound:
+            return "better" if np.sign(mid) == better_sign else "worse"
+        return "significant, size unclear"
+    return "inconclusive"
+
+
+def _reader_value(outcome: str, v: float) -> float:
+    """Percentage points for rates; per cent of income for log income."""
+    return 100 * float(np.expm1(v)) if outcome.startswith("log_") else float(v)
+
+
+def magnitudes(
+    tables: Mapping[str, OutcomeTable],
+    bounds: pd.DataFrame | None = None,
+    models: tuple[str, str] = ("pooled", "twfe"),
+) -> pd.DataFrame:
+    """Effects of a one within-county-SD rise in density, per outcome, against the bounds.
+
+    For each outcome: ``sd_within`` (SD of density around county means, on the table's
+    sample: :func:`analysis.estimation.effect_sizes`), ``sd_between``, the pooled effect per
+    within SD (``pooled_sd``) and the TWFE effect per within SD (``twfe_sd``) with its 90% and
+    95% intervals (``twfe_lo90`` ...), ``bound`` and ``unit`` of the smallest effect of
+    interest, the TOST p-value, ``verdict`` (:func:`equivalence_verdict`), the share of the
+    pooled coefficient left after fixed effects (``twfe_over_pooled``), and the TWFE effect in
+    units a reader can picture (``twfe_sd_reader``: percentage points, or per cent of income
+    for the log outcome).
+    """
+    bounds = equivalence_bounds() if bounds is None else bounds
+    first, second = models
+    rows = []
+    for y, t in tables.items():
+        if y not in bounds.index:
+            raise SpecificationError(f"No equivalence bound for outcome {y!r}; known: {list(bounds.index)}.")
+        if y not in BETTER_SIGN:
+            raise SpecificationError(f"No 'better' direction declared for outcome {y!r}.")
+        r1, r2 = t.results[first], t.results[second]
+        es = effect_sizes(r2, t.sample, t.regressor)
+        sd_w = float(es.loc["per within-unit SD", "scale"])
+        sd_b = float(es.loc["per between-unit SD", "scale"])
+        b1, b2, se2 = t.coef(first), t.coef(second), float(r2.std_errors[t.regressor])
+        ci90 = r2.ci(0.90).loc[t.regressor].to_numpy(dtype=float) * sd_w
+        ci95 = r2.conf_int.loc[t.regressor].to_numpy(dtype=float) * sd_w
+        bound = float(bounds.loc[y, "bound"])
+        rows.append(
+            {
+                "outcome": y,
+                "sd_within": sd_w,
+                "sd_between": sd_b,
+                f"{first}_sd": b1 * sd_w,
+                f"{second}_sd": b2 * sd_w,
+                f"{second}_lo90": ci90[0],
+                f"{second}_hi90": ci90[1],
+                f"{second}_lo95": ci95[0],
+                f"{second}_hi95": ci95[1],
+                "bound": bound,
+                "unit": str(bounds.loc[y, "unit"]),
+                "tost_p": tost_pvalue(b2 * sd_w, se2 * sd_w, -bound, bound, r2.df_inference),
+                "verdict": equivalence_verdict(tuple(ci90), tuple(ci95), bound, BETTER_SIGN[y]),
+                f"{second}_over_{first}": b2 / b1,
+                f"{second}_sd_reader": _reader_value(y, b2 * sd_w),
+            }
+        )
+    return pd.DataFrame(rows).set_index("outcome")
+
+
+# --------------------------------------------------------------------------------------
+# Measurement error
+# --------------------------------------------------------------------------------------
+
+
+def attenuation(error_share: float, share_within: float, n_periods: int) -> tuple[float, float]:
+    r"""Attenuation factors (reliability ratios) of pooled and two-way within slopes.
+
+    Classical measurement error :math:`e_{it}` with variance :math:`\sigma^2_e`, independent
+    over counties and periods and of everything else, added to a regressor whose total
+    variance is :math:`V` and whose share of variance left after removing county and period
+    means is ``share_within`` (:math:`s_w`, :func:`analysis.describe.variance_shares`).
+    With ``error_share`` :math:`r=\sigma^2_e/V`, OLS converges to :math:`\lambda\beta`:
+
+    * pooled: :math:`\lambda_p = 1 - r`;
+    * two-way within (large N, T periods): the demeaned error keeps
+      :math:`(T-1)/T` of its variance while the signal keeps :math:`s_w` of the total, so
+      :math:`\lambda_w = 1 - r\,(T-1)/(T\,s_w)`, truncated at 0.
+
+    Griliches & Hausman (1986): removing the between variation removes signal but not noise.
+    """
+    if not 0 <= error_share < 1:
+        raise ValueError(f"error_share must be in [0, 1), not {error_share}")
+    if not 0 < share_within <= 1:
+        raise ValueError(f"share_within must be in (0, 1], not {share_within}")
+    if n_periods < 2:
+        raise ValueError(f"n_periods must be at least 2, not {n_periods}")
+    pooled = 1 - error_share
+    within = max(0.0, 1 - error_share * (n_periods - 1) / (n_periods * share_within))
+    return pooled, within
+
+
+def error_share_to_reach_bound(ci90: tuple[float, float], bound: float, share_within: float, n_periods: int) -> float:
+    """Measurement-error share of total variance at which the disattenuated 90% interval touches a bound.
+
+    Dividing the interval by the within attenuation :math:`\\lambda_w` (:func:`attenuation`)
+    reaches ``bound`` when :math:`\\lambda_w = \\max|ci| / bound`; this returns the ``r`` that
+    gives that :math:`\\lambda_w`, or 0 if the interval already reaches the bound.
+    """
+    reach = max(abs(ci90[0]), abs(ci90[1]))
+    lam = reach / bound
+    if lam >= 1:
+        return 0.0
+    return (1 - lam) * n_periods * share_within / (n_periods - 1)
+
+
+def error_share_from_changes(df: pd.DataFrame, col: str = DENSITY, entity: str = "fips", time: str = "year") -> float:
+    r"""Share of the total variance of ``col`` that looks like transitory noise, from its changes.
+
+    If :math:`x_{it} = x^*_{it} + e_{it}` with :math:`e` independent over periods (variance
+    :math:`\sigma^2_e`) and the true changes :math:`\Delta x^*` uncorrelated over time (a
+    random walk, with common year shocks removed), then
+    :math:`\mathrm{cov}(\Delta x_{it}, \Delta x_{i,t-1}) = -\sigma^2_e`. This returns
+    :math:`-\overline{\mathrm{cov}}/\mathrm{var}(x)`: minus the mean, over consecutive pairs
+    of changes, of their cross-county covariance (changes centred on their year means),
+    divided by the variance of ``col`` over all rows. Persistent true changes make it an
+    underestimate, mean-reverting ones an overestimate. Uses counties observed in every period.
+    """
+    for c in (entity, time, col):
+        if c not in df.columns:
+            raise SpecificationError(f"Unknown variable {c!r}: it is not a column of the data.")
+    wide = df.pivot(index=entity, columns=time, values=col).sort_index(axis=1).dropna()
+    if wide.shape[1] < 3:
+        raise SpecificationError(f"Need at least 3 periods to correlate consecutive changes; got {wide.shape[1]}.")
+    if len(wide) < 2:
+        raise SpecificationError("Need at least two units observed in every period.")
+    d = wide.diff(axis=1).iloc[:, 1:]
+    d = d - d.mean()
+    covs = [float((d.iloc[:, j] * d.iloc[:, j - 1]).mean()) for j in range(1, d.shape[1])]
+    return -float(np.mean(covs)) / float(df[col].var())
+
+
+def measurement_error_check(
+    mag: pd.DataFrame, error_share: float, share_within: float, n_periods: int, model: str = "twfe"
+) -> pd.DataFrame:
+    """The TWFE effects of :func:`magnitudes` corrected for classical measurement error.
+
+    For each outcome: the within attenuation factor at ``error_share`` (:func:`attenuation`),
+    the effect and 90% interval divided by it (``*_corrected``; conservative, since the SD of
+    the true density is also smaller than the observed one), whether the corrected interval
+    still lies inside the bound, and the error share at which it would reach the bound
+    (:func:`error_share_to_reach_bound`).
+    """
+    _, lam = attenuation(error_share, share_within, n_periods)
+    if lam <= 0:
+        raise ValueError(f"An error share of {error_share} leaves no signal within counties; cannot correct.")
+    out = pd.DataFrame(index=mag.index)
+    out["lambda_within"] = lam
+    out[f"{model}_sd_corrected"] = mag[f"{model}_sd"] / lam
+    out[f"{model}_lo90_corrected"] = mag[f"{model}_lo90"] / lam
+    out[f"{model}_hi90_corrected"] = mag[f"{model}_hi90"] / lam
+    out["bound"] = mag["bound"]
+    out["inside_bound_corrected"] = (out[f"{model}_lo90_corrected"] > -mag["bound"]) & (
+        out[f"{model}_hi90_corrected"] < mag["bound"]
+    )
+    out["error_share_to_reach_bound"] = [
+        error_share_to_reach_bound((lo, hi), b, share_within, n_periods)
+        for lo, hi, b in zip(mag[f"{model}_lo90"], mag[f"{model}_hi90"], mag["bound"])
+    ]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------
+
+
+def binscatter_figure(
+    df: pd.DataFrame,
+    outcomes: Mapping[str, str] | None = None,
+    regressor: str = DENSITY,
+    bins: int = 20,
+    xlabel: str = "Associations per 1,000",
+):
+    """A 2 x k grid of binned scatters: top pooled, bottom net of county and year means.
+
+    Each panel uses the outcome's balanced sample (:func:`balanced_sample`); the slope in
+    the legend of a bottom panel is the TWFE coefficient (Frisch-Waugh-Lovell). The two
+    panels of a column share their axes, so that the narrower range of the within
+    variation and the flatter slope are seen at the same scale.
+    """
+    import matplotlib.pyplot as plt
+
+    from analysis.plots import binned_scatter
+
+    outcomes = dict(outcomes or WAVE_OUTCOMES)
+    fig, axes = plt.subplots(
+        2, len(outcomes), figsize=(3.2 * len(outcomes), 6.2), squeeze=False, sharex="col", sharey="col"
+    )
+    for j, (y, label) in enumerate(outcomes.items()):
+        sample, _ = balanced_sample(df, y, regressor)
+        for i, absorb in enumerate((None, "unit+time")):
+            ax = binned_scatter(sample, regressor, y, bins=bins, absorb=absorb, ax=axes[i, j])
+            ax.set_xlabel(xlabel + ("" if absorb is None else ", net of county & year"), fontsize=8)
+            ax.set_ylabel("")
+            ax.legend(frameon=False, fontsize=7, loc="best")
+            ax.tick_params(labelsize=7, labelbottom=True)
+            ax.set_title(label + ("\npooled" if absorb is None else "\nwithin county, net of year"), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def coefficient_figure(
+    tables: Mapping[str, OutcomeTable],
+    outcomes: Mapping[str, str] | None = None,
+    keys: tuple[str, ...] = ("pooled", "between", "re", "fe", "twfe", "cre"),
+    bounds: pd.DataFrame | None = None,
+):
+    """Coefficient and 95% interval of each estimator, one panel per outcome.
+
+    The shaded band is the smallest effect of interest converted to a coefficient
+    (``bound`` / within-county SD of density).
+    """
+    import matplotlib.pyplot as plt
+
+    from analysis.plots import coef_plot
+
+    outcomes = dict(outcomes or {y: y for y in tables})
+    bounds = equivalence_bounds() if bounds is None else bounds
+    fig, axes = plt.subplots(1, len(outcomes), figsize=(3.3 * len(outcomes), 3.4), squeeze=False)
+    for ax, (y, label) in zip(axes[0], outcomes.items()):
+        t = tables[y]
+        coef_plot({COLUMN_LABELS[k]: t.results[k] for k in keys}, t.regressor, ax=ax, xlabel="")
+        sd_w = float(effect_sizes(t.results["twfe"], t.sample, t.regressor).loc["per within-unit SD", "scale"])
+        b = float(bounds.loc[y, "bound"]) / sd_w
+        ax.axvspan(-b, b, color="C2", alpha=0.2, linewidth=0)
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("Coefficient per association per 1,000", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Benchmarks (called by ``make bench``)
+# --------------------------------------------------------------------------------------
+
+
+def bench_table_set(df: pd.DataFrame) -> float:
+    """Seconds to fit the whole Chapter 3 table set (all outcomes x models x covariances + tests)."""
+    t = time.perf_counter()
+    fit_chapter3(df)
+    return time.perf_counter() - t
+
+
+def bench_twfe_fit(df: pd.DataFrame, repeats: int = 5, outcome: str = "unemployment_rate") -> float:
+    """Median seconds of one TWFE fit with county-clustered SEs (validation included) on ``df``."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, not {repeats}")
+    spec = chapter3_specs(outcome)["twfe"]
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fit(spec, df)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
