@@ -66,7 +66,7 @@ from scipy import stats
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import spsolve
 
-from analysis.estimation import ModelSpec, TestResult
+from analysis.estimation import ModelSpec, TestResult, fit
 
 __all__ = [
     "ESTIMATORS",
@@ -604,3 +604,36 @@ def bench_event_study(df: pd.DataFrame) -> float:
     event_study(d, "share_employed", estimator="did2s")
     event_study(d, "share_employed", estimator="twfe")
     return _time.perf_counter() - t
+
+
+#: Quality flag of each annual outcome (Urban Institute: 1 best, 3 weakest).
+QUALITY_COLUMNS = {
+    "share_employed": "share_employed_quality",
+    "log_income_p20": "income_quality",
+    "log_income_p50": "income_quality",
+    "log_income_p80": "income_quality",
+    "injury_death_rate_per_100k": "injury_death_quality",
+    "low_birth_weight_share": "low_birth_weight_quality",
+    "poverty_exposure_share": "poverty_exposure_quality",
+}
+
+
+def quality_robustness(df: pd.DataFrame, outcomes, regressor: str = "density_sd",
+                       max_quality: int = 2) -> pd.DataFrame:
+    """The county-by-segment model on all rows and on rows with quality flag <= ``max_quality``.
+
+    Many quality-3 values of the ACS and CDC outcomes repeat across the counties of a state in a
+    year (they are not county-specific), which would pull a within-county estimate towards
+    zero; this shows whether dropping them changes the answer. One row per outcome and sample.
+    """
+    rows = []
+    for y in outcomes:
+        if y not in QUALITY_COLUMNS:
+            raise EventStudyError(f"No quality flag is known for {y!r}; known: {sorted(QUALITY_COLUMNS)}.")
+        q = QUALITY_COLUMNS[y]
+        for sample, d in (("all", df), (f"quality <= {max_quality}", df[df[q] <= max_quality])):
+            r = fit(*segment_fe_spec(d, y, regressor))
+            rows.append({"outcome": y, "sample": sample, "estimate": float(r.params[regressor]),
+                         "std_error": float(r.std_errors[regressor]), "p_value": float(r.pvalues[regressor]),
+                         "nobs": int(r.nobs), "county_segments": int(r.n_units)})
+    return pd.DataFrame(rows).set_index(["outcome", "sample"])
