@@ -34,8 +34,8 @@ lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.in
 	.venv-lock/bin/python -m pip freeze --exclude-editable | LC_ALL=C sort -f > requirements.lock
+	.venv-lock/bin/python -m analysis.envfiles requirements.lock > environment.yml
 	rm -rf .venv-lock
-	$(PYTHON) -m analysis.envfiles requirements.lock > environment.yml
 
 data: $(STAMP)
 	$(PY) -m analysis data
