@@ -60,16 +60,20 @@ def book_rebuild() -> Figure:
 
 def _panel_figures() -> list[Figure]:
     """Estimation budgets of the chapters, measured in this process on the cached panels."""
-    from analysis import between_within, dynamic, eventstudy, shiftshare
+    from analysis import between_within, dynamic, england, eventstudy, multiverse, shiftshare, simulation
     from analysis.panels import load
 
     waves, annual = load("us_counties_waves"), load("us_counties_annual")
+    multiverse_secs, multiverse_n = multiverse.bench_multiverse(waves)
     return [
         Figure("Chapter 3: full table set (outcomes x estimators x covs)", between_within.bench_table_set(waves)),
         Figure("Chapter 3: one TWFE fit, county-clustered SEs (median of 5)", between_within.bench_twfe_fit(waves)),
         Figure("Chapter 4: dynamic-panel GMM fits", dynamic.bench_gmm(waves)),
         Figure("Chapter 5: shift-share IV fits", shiftshare.bench_iv(waves)),
         Figure("Chapter 6: event definition and two event studies", eventstudy.bench_event_study(annual)),
+        Figure("Chapter 8: the whole multiverse, uncached (%d specifications)" % multiverse_n, multiverse_secs),
+        Figure("Chapter 10: cold build of the England panel", england.bench_england_build()),
+        Figure("Chapter 12: simulation lab Monte Carlo (default)", simulation.bench_simulation(), 60),
     ]
 
 

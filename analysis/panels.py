@@ -10,6 +10,10 @@ Three panels, each one parquet file under ``data/processed/`` (git-ignored) with
 ``us_social_capital_atlas``
     one row per county: Social Capital Atlas (Chetty et al. 2022) joined with the annual panel's
     2018 values.
+``england_lads``
+    English local authority district (2023 boundaries) x 1997-2023: pubs and bars, population,
+    wellbeing, GDHI, claimant and employment rates, IMD, and social-infrastructure cross-sections;
+    built by :mod:`analysis.england`.
 
 Public API: :func:`load`, :func:`build_all`, :func:`build_report`, :data:`PANELS`. Variables are
 documented in ``data/codebook.yml``; geographic decisions in
@@ -42,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import paths
+from analysis import england, paths
 from analysis.schemas import (
     ANNUAL_YEARS,
     COUNT_COLUMNS,
@@ -55,7 +59,7 @@ from analysis.schemas import (
     validate,
 )
 
-PANELS: tuple[str, ...] = ("us_counties_waves", "us_counties_annual", "us_social_capital_atlas")
+PANELS: tuple[str, ...] = ("us_counties_waves", "us_counties_annual", "us_social_capital_atlas", "england_lads")
 SCA_JOIN_YEAR = 2018
 CACHE_FORMAT = 1
 CROSSWALK_FILE = "county_fips_crosswalk.csv"
@@ -186,6 +190,8 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "us_counties_waves": (*PENNSTATE_SOURCES.values(), LAUS_SOURCE, SAIPE_SOURCE),
     "us_counties_annual": UI_SOURCES,
     "us_social_capital_atlas": (SCA_SOURCE, *UI_SOURCES),
+    # England: builders in analysis/england.py (LAD x year on 2023 boundaries)
+    "england_lads": england.INPUTS,
 }
 
 
@@ -885,6 +891,7 @@ BUILDERS: dict[str, Callable[[], tuple[pd.DataFrame, dict]]] = {
     "us_counties_waves": _build_waves_from_cache,
     "us_counties_annual": _build_annual_from_cache,
     "us_social_capital_atlas": _build_sca_from_cache,
+    "england_lads": england.build_england_from_cache,
 }
 
 
@@ -894,13 +901,13 @@ def _processed_dir() -> Path:
 
 def _builder_files() -> list[Path]:
     here = Path(__file__).resolve().parent
-    files = [here / "panels.py", here / "schemas.py"]
+    files = [here / "panels.py", here / "schemas.py", here / "england.py"]
     files += sorted(p for p in Path(paths.CROSSWALK_DIR).glob("*") if p.is_file())
     return files
 
 
 def builder_hash() -> str:
-    """SHA-256 over the builder source: this module, the schemas and every crosswalk file."""
+    """SHA-256 over the builder source: this module, ``england.py``, the schemas and every crosswalk file."""
     h = hashlib.sha256()
     for p in _builder_files():
         h.update(p.name.encode())

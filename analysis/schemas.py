@@ -275,6 +275,77 @@ def _sca_schema() -> pa.DataFrameSchema:
     return pa.DataFrameSchema(cols, strict=True, ordered=True, name="us_social_capital_atlas")
 
 
+ENGLAND_YEARS: tuple[int, ...] = tuple(range(1997, 2024))
+ENGLAND_IMD_EDITIONS: tuple[int, ...] = (2004, 2007, 2010, 2015, 2019)
+ENGLAND_N_LADS = 296  # English local authority districts on 2023 boundaries
+
+
+def _present_only_in(col: str, years: Iterable[int]):
+    """Row check: ``col`` is missing outside ``years`` (it may also be missing inside them)."""
+    years = list(years)
+    return lambda d: (d[col].isna() | d["year"].isin(years)).astype(bool)
+
+
+def _near_or_missing(a: pd.Series, b: pd.Series, tol: float = 1e-9) -> pd.Series:
+    diff = (a.astype("float64") - b.astype("float64")).abs()
+    return (diff.isna() | (diff <= tol)).astype(bool)
+
+
+def _england_schema() -> pa.DataFrameSchema:
+    """``england_lads``: LAD (2023 codes) x 1997-2023, balanced, one boundary vintage."""
+    import pandera.pandas as pa
+
+    pubs_years, pop_years = range(2001, 2019), range(2001, 2021)
+    cols: dict[str, pa.Column] = {
+        "lad_code": _str(r"^E0[6-9]\d{6}$"),
+        "year": pa.Column("int64", pa.Check.isin(list(ENGLAND_YEARS))),
+        "lad_name": _str(),
+        "region_name": _str(),
+        "n_source_codes": _count(nullable=False, positive=True),
+        "population": _count(positive=True),
+        "n_pubs_bars": _count(),
+        "n_pubs_bars_lt10": _count(),
+        "n_pubs_bars_10plus": _count(),
+        "pubs_per_10k": _num(0),
+        "pubs_post_2015_coverage": pa.Column(bool),
+        "pubs_pre_2009_sic_conversion": pa.Column(bool),
+        "life_satisfaction": _num(0, 10),
+        "happiness": _num(0, 10),
+        "worthwhile": _num(0, 10),
+        "anxiety": _num(0, 10),
+        "gdhi_per_head": _num(1),
+        "log_gdhi_per_head": _num(0, 15),
+        "claimant_rate": _num(0, 100),
+        "employment_rate": _num(0, 100),
+        "imd_score": _num(0, 100),
+        "imd_rank": _num(1, ENGLAND_N_LADS, dtype="Int64"),
+        "n_charities_2020": _count(nullable=False),
+        "charities_per_1k_2020": _num(0, nullable=False),
+        "library_walk_pct_2024": _num(0, 100, max_missing=0.0),
+        "sports_facilities_per_10k_2023": _num(0, max_missing=0.0),
+        "museums_per_100k_2021": _num(0, max_missing=0.0),
+    }
+    checks = [
+        _frame_check(lambda d: d.groupby("year")["lad_code"].transform("size") == ENGLAND_N_LADS,
+                     "balanced_296_lads_every_year"),
+        _frame_check(lambda d: d["pubs_post_2015_coverage"] == (d["year"] >= 2015), "pubs_post_2015_coverage_equals_year_ge_2015"),
+        _frame_check(lambda d: d["pubs_pre_2009_sic_conversion"] == (d["year"] < 2009),
+                     "pubs_pre_2009_sic_conversion_equals_year_lt_2009"),
+        _frame_check(lambda d: (d["population"].notna() == d["year"].isin(list(pop_years))).astype(bool),
+                     "population_present_exactly_2001_2020"),
+        _frame_check(lambda d: (d["n_pubs_bars"].notna() == d["year"].isin(list(pubs_years))).astype(bool),
+                     "pubs_present_exactly_2001_2018"),
+        _frame_check(lambda d: (d["imd_rank"].notna() == d["year"].isin(list(ENGLAND_IMD_EDITIONS))).astype(bool),
+                     "imd_present_exactly_in_edition_years"),
+        _frame_check(lambda d: _near_or_missing(d["pubs_per_10k"], d["n_pubs_bars"].astype("float64")
+                                                / d["population"].astype("float64") * 1e4),
+                     "pubs_per_10k_equals_count_over_population_x10000"),
+        _frame_check(_present_only_in("life_satisfaction", range(2011, 2023)), "wellbeing_only_2011_2022"),
+    ]
+    return pa.DataFrameSchema(cols, checks=checks, unique=["lad_code", "year"], strict=True, ordered=True,
+                              name="england_lads")
+
+
 @cache
 def panel_schema(name: str) -> pa.DataFrameSchema:
     """The pandera schema of panel ``name``."""
@@ -282,13 +353,14 @@ def panel_schema(name: str) -> pa.DataFrameSchema:
         "us_counties_waves": _waves_schema,
         "us_counties_annual": _annual_schema,
         "us_social_capital_atlas": _sca_schema,
+        "england_lads": _england_schema,
     }
     if name not in builders:
         raise KeyError(f"no schema for panel {name!r}; known: {', '.join(builders)}")
     return builders[name]()
 
 
-SCHEMA_NAMES = ("us_counties_waves", "us_counties_annual", "us_social_capital_atlas")
+SCHEMA_NAMES = ("us_counties_waves", "us_counties_annual", "us_social_capital_atlas", "england_lads")
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,7 +376,7 @@ def _row_label(df: pd.DataFrame, idx) -> str:
         return ""
     if not 0 <= i < len(df):
         return ""
-    return " ".join(f"{k}={df[k].iloc[i]}" for k in ("fips", "year") if k in df.columns)
+    return " ".join(f"{k}={df[k].iloc[i]}" for k in ("fips", "lad_code", "year") if k in df.columns)
 
 
 STRUCTURAL_CHECKS = ("column_in_dataframe", "column_in_schema", "column_ordered")

@@ -62,14 +62,9 @@ def _simulated():
 
 @functools.cache
 def _counties():
-    try:
-        from analysis.panels import load
-    except ImportError:
-        pytest.skip("analysis.panels is not available yet")
-    try:
-        df = load("us_counties_waves")
-    except Exception as exc:  # data not built on this machine
-        pytest.skip(f"county panel not available: {exc}")
+    from analysis.panels import load
+
+    df = load("us_counties_waves")  # `make test` builds the data first; never skipped
     return df, dict(
         outcome="unemployment_rate",
         regressors=("assn_per_1k",),

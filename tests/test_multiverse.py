@@ -1,0 +1,253 @@
+"""Tests of the multiverse engine (analysis/multiverse.py).
+
+Reference: every fast-path estimator is checked against analysis.estimation.fit (linearmodels)
+on a SYNTHETIC unbalanced county panel made here (not real data).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import multiverse as mv
+from analysis.estimation import ModelSpec, fit
+
+WAVES = (1997, 2005, 2009, 2014)
+REF = {"pooled": ("pooled", "time"), "fe": ("fe", "unit"), "twfe": ("twfe", "unit+time"),
+       "state-year": ("twfe", "state-by-year"), "fd": ("fd", "time"), "long-diff": ("fd", "time")}
+
+
+def synthetic_panel(n_states: int = 6, per_state: int = 12, seed: int = 0) -> pd.DataFrame:
+    """SYNTHETIC county-wave panel with the columns the engine uses (unbalanced: a few gaps)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_states):
+        for c in range(per_state):
+            fips = f"{s + 1:02d}{c + 1:03d}"
+            a = rng.normal()
+            pop0 = float(rng.choice([5_000, 20_000, 80_000]))
+            for t, year in enumerate(WAVES):
+                dens = 1.4 + 0.3 * a + 0.1 * rng.normal()
+                rows.append({
+                    "fips": fips, "year": year, "state_fips": f"{s + 1:02d}",
+                    "population": pop0 * (1 + 0.02 * t + 0.01 * rng.normal()),
+                    "assn_per_1k": dens,
+                    "civic_religious_per_10k": 10 + 3 * a + rng.normal(),
+                    "turnout_pct": 55 + 5 * rng.normal(),
+                    "census_response_pct": 70 + 4 * rng.normal(),
+                    "unemployment_rate": 5 + 2 * a - 0.5 * dens + 0.4 * t + rng.normal(),
+                    "poverty_rate": 15 + 3 * a - 1.0 * dens + rng.normal(),
+                })
+    df = pd.DataFrame(rows)
+    df.loc[[5, 17, 50, 51], "unemployment_rate"] = np.nan  # gaps
+    df.loc[[9, 100], "assn_per_1k"] = np.nan
+    return df
+
+
+@pytest.fixture(scope="module")
+def panel():
+    return synthetic_panel()
+
+
+def _spec(**kw):
+    base = dict(outcome="unemployment_rate", density="assn_per_1k", estimator="twfe", controls="none",
+                sample="all", timing="same")
+    return {**base, **kw}
+
+
+@pytest.mark.parametrize("estimator", list(mv.ESTIMATORS))
+@pytest.mark.parametrize("sample,timing,controls", [("all", "same", "civic+pop"), ("balanced", "lag1", "none"),
+                                                    ("no2009", "same", "civic"), ("pop10k", "lag1", "civic")])
+def test_fast_path_equals_linearmodels(panel, estimator, sample, timing, controls):
+    if estimator == "long-diff" and (timing == "lag1" or sample == "no2009"):
+        pytest.skip("excluded combination")
+    spec = _spec(estimator=estimator, sample=sample, timing=timing, controls=controls)
+    s = mv.prepare_sample(panel, spec)
+    got = mv.fit_spec(s, estimator)
+    est, eff = REF[estimator]
+    ws = tuple(c for c in s.columns if c.startswith("w"))
+    ref = fit(ModelSpec(outcome="y", regressors=("x",), controls=ws, estimator=est, effects=eff,
+                        cov="cluster-unit"), s)
+    assert got["estimate"] == pytest.approx(float(ref.params["x"]), rel=1e-9, abs=1e-12)
+    assert got["se"] == pytest.approx(float(ref.std_errors["x"]), rel=1e-9)
+    assert got["p"] == pytest.approx(float(ref.pvalues["x"]), rel=1e-6, abs=1e-12)
+    assert got["ci_low"] == pytest.approx(float(ref.conf_int.loc["x", "lower"]), rel=1e-9)
+    assert got["nobs"] == ref.nobs
+
+
+def test_samples_and_lags(panel):
+    lag = mv.prepare_sample(panel, _spec(timing="lag1", density="civic_religious_per_10k"))
+    assert set(lag["year"]) == {2005, 2009, 2014}
+    row = lag.loc[(lag["fips"] == "01002") & (lag["year"] == 2009)].iloc[0]
+    prev = panel.loc[(panel["fips"] == "01002") & (panel["year"] == 2005), "civic_religious_per_10k"].iloc[0]
+    assert row["x"] == prev
+    no09 = mv.prepare_sample(panel, _spec(timing="lag1", sample="no2009", density="civic_religious_per_10k"))
+    row = no09.loc[(no09["fips"] == "01002") & (no09["year"] == 2014)].iloc[0]
+    assert row["x"] == panel.loc[(panel["fips"] == "01002") & (panel["year"] == 2005),
+                                 "civic_religious_per_10k"].iloc[0]
+    bal = mv.prepare_sample(panel, _spec(sample="balanced"))
+    assert (bal.groupby("fips").size() == 4).all()
+    # gaps at rows 5, 17, 50+51 (outcome) and 9, 100 (density): counties 1, 4, 12, 2, 25 of 72
+    assert bal["fips"].nunique() == panel["fips"].nunique() - 5
+    big = mv.prepare_sample(panel, _spec(sample="pop10k"))
+    first = panel.groupby("fips")["population"].first()
+    assert set(big["fips"]) == set(first.index[first >= 10_000])
+    ld = mv.prepare_sample(panel, _spec(estimator="long-diff"))
+    assert set(ld["year"]) == {1997, 2014}
+
+
+def test_expand_grid_counts_and_exclusions():
+    specs, dropped = mv.expand_grid(mv.chapter8_grid())
+    assert len(specs) + len(dropped) == 4 * 5 * 6 * 3 * 4 * 2
+    assert len(specs) == 2580
+    assert set(dropped["estimator"]) == {"long-diff"}
+    assert not ((specs["estimator"] == "long-diff") & (specs["timing"] == "lag1")).any()
+    assert not ((specs["estimator"] == "long-diff") & (specs["sample"] == "no2009")).any()
+
+
+@pytest.mark.parametrize("grid,needle", [
+    ({"outcome": ["poverty_rate"], "density": ["assn_per_1k"], "estimatr": ["twfe"]}, "'estimatr'"),
+    ({"outcome": ["poverty_rate"], "density": ["assn_per_1k"], "estimator": ["tw-fe"]}, "'estimator'"),
+    ({"outcome": ["poverty_rate"], "density": ["assn_per_1k"], "sample": ["rural"]}, "'sample'"),
+    ({"outcome": ["poverty_rate"], "density": ["assn_per_1k"], "controls": []}, "'controls'"),
+    ({"density": ["assn_per_1k"]}, "'outcome'"),
+])
+def test_bad_grid_names_choice(panel, grid, needle):
+    with pytest.raises(mv.MultiverseError, match=needle):
+        mv.run_multiverse(panel, grid, n_jobs=1, cache_dir=None, progress=False)
+
+
+def test_bad_data_fails_before_any_fit(panel, monkeypatch):
+    calls = []
+    monkeypatch.setattr(mv, "fit_spec", lambda *a, **k: calls.append(1))
+    with pytest.raises(mv.MultiverseError, match="'outcome'.*'poverty_rte'"):
+        mv.run_multiverse(panel, {"outcome": ["poverty_rte"], "density": ["assn_per_1k"]},
+                          n_jobs=1, cache_dir=None, progress=False)
+    empty = panel.copy()
+    empty.loc[empty["year"] != 2014, "poverty_rate"] = np.nan  # one wave left: nothing to difference
+    grid = {"outcome": ["unemployment_rate", "poverty_rate"], "density": ["assn_per_1k"], "estimator": ["twfe", "fd"]}
+    with pytest.raises(mv.MultiverseError, match="'sample' option 'all'.*'fd'.*poverty_rate"):
+        mv.run_multiverse(empty, grid, n_jobs=1, cache_dir=None, progress=False)
+    assert calls == []
+
+
+GRID = {"outcome": ["unemployment_rate", "poverty_rate"], "density": ["assn_per_1k", "civic_religious_per_10k"],
+        "estimator": ["pooled", "twfe", "fd", "long-diff"], "controls": ["none", "civic"],
+        "timing": ["same", "lag1"]}
+
+
+def test_table_parallel_and_cache(panel, tmp_path):
+    serial = mv.run_multiverse(panel, GRID, n_jobs=1, cache_dir=None, progress=False)
+    assert len(serial) == 2 * 2 * 4 * 2 * 2 - 2 * 2 * 2  # long-diff x lag1 dropped
+    assert list(serial.columns[:6]) == list(mv.CHOICES)
+    for c in ("estimate", "se", "ci_low", "ci_high", "p", "nobs", "aligned"):
+        assert c in serial.columns
+    row = serial.iloc[5]
+    one = mv.fit_spec(mv.prepare_sample(panel, row[list(mv.CHOICES)].to_dict()), row["estimator"])
+    assert row["estimate"] == pytest.approx(one["estimate"], rel=1e-12)
+    par = mv.run_multiverse(panel, GRID, n_jobs=2, cache_dir=tmp_path, progress=False)
+    pd.testing.assert_frame_equal(serial, par)
+    assert par.attrs["from_cache"] is False
+    again = mv.run_multiverse(panel, GRID, n_jobs=2, cache_dir=tmp_path, progress=False)
+    assert again.attrs["from_cache"] is True
+    pd.testing.assert_frame_equal(serial, again)
+    assert [p.suffix for p in tmp_path.iterdir()] == [".parquet"]  # no temporary file left
+    changed = panel.copy()
+    changed.loc[3, "poverty_rate"] += 1.0
+    third = mv.run_multiverse(changed, GRID, n_jobs=1, cache_dir=tmp_path, progress=False)
+    assert third.attrs["from_cache"] is False and len(list(tmp_path.iterdir())) == 2
+    # a column the grid does not use does not invalidate the cache
+    extra = panel.assign(unused=1.0)
+    assert mv.run_multiverse(extra, GRID, n_jobs=1, cache_dir=tmp_path, progress=False).attrs["from_cache"]
+
+
+def test_dask_local_cluster_matches(panel):
+    distributed = pytest.importorskip("distributed")
+    serial = mv.run_multiverse(panel, GRID, n_jobs=1, cache_dir=None, progress=False)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            by_address = mv.run_multiverse(panel, GRID, scheduler=cluster.scheduler_address, cache_dir=None,
+                                           progress=False, chunk_size=7)
+            by_client = mv.run_multiverse(panel, GRID, scheduler=client, cache_dir=None, progress=False)
+    pd.testing.assert_frame_equal(serial, by_address)
+    pd.testing.assert_frame_equal(serial, by_client)
+
+
+def test_standardise_aligns_with_thesis(panel):
+    t = mv.run_multiverse(panel, {"outcome": ["unemployment_rate"], "density": ["assn_per_1k"],
+                                  "estimator": ["twfe"]}, n_jobs=1, cache_dir=None, progress=False)
+    r = t.iloc[0]
+    d = panel.dropna(subset=["assn_per_1k"])
+    sdx = (d["assn_per_1k"] - d.groupby("fips")["assn_per_1k"].transform("mean")).std()
+    assert r["sd_x"] == pytest.approx(sdx, rel=1e-10)
+    assert r["aligned"] == pytest.approx(-r["estimate"] * sdx / r["sd_y"], rel=1e-10)
+    assert r["estimate"] < 0 and r["aligned"] > 0  # synthetic: density lowers unemployment within counties
+    s = mv.curve_summary(t)
+    assert s.loc["(all)", "share_thesis"] == 1.0 and s.loc["(all)", "n"] == 1
+
+
+def test_within_permutations_are_within_units():
+    unit = np.repeat(np.arange(50), [1, 2, 3, 4, 4] * 10)
+    idx = mv._within_permutations(unit, 30, np.random.default_rng(1))
+    assert (idx[:, 0] == np.arange(len(unit))).all()
+    for r in range(30):
+        assert (unit[idx[:, r]] == unit).all()
+        assert sorted(idx[:, r]) == list(range(len(unit)))
+    # a two-row unit is swapped about half the time
+    swaps = (idx[1, 1:] == 2).mean()
+    assert 0.2 < swaps < 0.8
+
+
+@pytest.mark.parametrize("estimator", list(mv.WITHIN_ESTIMATORS))
+def test_permuted_fits_row0_is_observed(panel, estimator):
+    spec = _spec(estimator=estimator, controls="civic", sample="all")
+    s = mv.prepare_sample(panel, spec)
+    p = mv.permuted_fits(s, estimator, 20, seed=3)
+    one = mv.fit_spec(s, estimator)
+    assert p.loc[0, "estimate"] == pytest.approx(one["estimate"], rel=1e-8)
+    assert p.loc[0, "se"] == pytest.approx(one["se"], rel=1e-8)
+    assert p["estimate"].iloc[1:].std() > 0
+    # a permuted fit equals a direct fit on the permuted data
+    idx = mv._within_permutations(mv._codes(s.sort_values(["fips", "year"])["fips"].to_numpy()), 20,
+                                  np.random.default_rng(3))
+    d = s.sort_values(["fips", "year"]).reset_index(drop=True)
+    d["x"] = d["x"].to_numpy()[idx[:, 7]]
+    direct = mv.fit_spec(d, estimator)
+    assert p.loc[7, "estimate"] == pytest.approx(direct["estimate"], rel=1e-8)
+    assert p.loc[7, "se"] == pytest.approx(direct["se"], rel=1e-8)
+
+
+def test_panel_permutations_shared_and_within_county(panel):
+    slim = mv._slim(panel, pd.DataFrame([_spec()]))
+    a = mv._panel_permutations(slim, "assn_per_1k", 15, seed=5)
+    b = mv._panel_permutations(slim, "assn_per_1k", 15, seed=5)
+    np.testing.assert_array_equal(a, b)  # deterministic: every chunk sees the same draws
+    d = slim.sort_values(["fips", "year"]).reset_index(drop=True)
+    np.testing.assert_array_equal(a[:, 0], d["assn_per_1k"].to_numpy())
+    for r in range(15):
+        got = pd.Series(a[:, r]).groupby(d["fips"]).apply(lambda v: sorted(v.dropna()))
+        want = d["assn_per_1k"].groupby(d["fips"]).apply(lambda v: sorted(v.dropna()))
+        assert got.equals(want)
+        assert np.isnan(a[:, r]).sum() == 2  # missing values stay where they are
+    # a lagged specification's permuted density is the permuted value of the previous wave
+    base = mv._base_frame(slim, "all", "lag1")
+    rows = mv._spec_rows(base, _spec(timing="lag1")).sort_values(["fips", "year"])
+    obs = a[rows["src"].to_numpy().astype(int), 0]
+    np.testing.assert_array_equal(obs, rows["x"].to_numpy())
+
+
+def test_permutation_test_runs_and_caches(panel, tmp_path):
+    specs, _ = mv.expand_grid({"outcome": ["unemployment_rate", "poverty_rate"], "density": ["assn_per_1k"],
+                               "estimator": ["pooled", "twfe", "fd"]})
+    null, tests = mv.permutation_test(panel, specs, reps=20, n_jobs=1, cache_dir=tmp_path, progress=False)
+    assert len(null) == 20
+    observed = mv.run_multiverse(panel, specs[specs["estimator"] != "pooled"], n_jobs=1, cache_dir=None,
+                                 progress=False)
+    assert null.loc[0, "share_thesis"] == pytest.approx(mv.curve_summary(observed).loc["(all)", "share_thesis"])
+    assert null.loc[0, "median_aligned"] == pytest.approx(mv.curve_summary(observed).loc["(all)", "median_aligned"])
+    assert set(tests.index) == {"median_aligned", "share_thesis", "share_sig_thesis", "share_sig_against"}
+    assert ((tests["p_value"] >= 1 / 20) & (tests["p_value"] <= 1)).all()
+    null2, tests2 = mv.permutation_test(panel, specs, reps=20, n_jobs=1, cache_dir=tmp_path, progress=False)
+    pd.testing.assert_frame_equal(tests, tests2)
