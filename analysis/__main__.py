@@ -102,6 +102,26 @@ def _add_notebooks(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_notebooks)
 
 
+def _cmd_verdict(args: argparse.Namespace) -> int:
+    from analysis import verdict
+
+    if args.readme:
+        verdict.write_readme()
+        print(f"rewrote the findings block of {verdict.README_PATH}")
+    else:
+        print(verdict.readme_summary())
+    return 0
+
+
+def _add_verdict(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "verdict",
+        help="print the summary of findings (from the chapters' glue records); --readme writes it into README.md",
+    )
+    p.add_argument("--readme", action="store_true", help="rewrite the README's findings block")
+    p.set_defaults(func=_cmd_verdict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m analysis", description="Commands of the compendium 'The Third Pillar, Tested'."
@@ -110,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="command")
     _add_data(subparsers)
     _add_notebooks(subparsers)
+    _add_verdict(subparsers)
     return parser
 
 

@@ -27,11 +27,12 @@ class Figure:
     what: str
     seconds: float
     budget: float | None = None
+    unit: str = "s"
 
     def line(self) -> str:
         verdict = "" if self.budget is None else ("  within budget" if self.seconds <= self.budget else "  OVER BUDGET")
         budget = "" if self.budget is None else f"  (budget {self.budget:.0f} s)"
-        return f"{self.what:<58} {self.seconds:8.2f} s{budget}{verdict}"
+        return f"{self.what:<58} {self.seconds:8.2f} {self.unit}{budget}{verdict}"
 
 
 def _timed(cmd: list[str], env: dict | None = None) -> float:
@@ -60,25 +61,45 @@ def book_rebuild() -> Figure:
 
 def _panel_figures() -> list[Figure]:
     """Estimation budgets of the chapters, measured in this process on the cached panels."""
-    from analysis import between_within, dynamic, england, eventstudy, multiverse, shiftshare, simulation
+    from analysis import between_within, dynamic, england, eventstudy, heterogeneity, multiverse, shiftshare, simulation
     from analysis.panels import load
 
     waves, annual = load("us_counties_waves"), load("us_counties_annual")
     multiverse_secs, multiverse_n = multiverse.bench_multiverse(waves)
+    t_fast, t_slow, n_same, gap = multiverse.bench_speedup(waves)
     return [
         Figure("Chapter 3: full table set (outcomes x estimators x covs)", between_within.bench_table_set(waves)),
         Figure("Chapter 3: one TWFE fit, county-clustered SEs (median of 5)", between_within.bench_twfe_fit(waves)),
         Figure("Chapter 4: dynamic-panel GMM fits", dynamic.bench_gmm(waves)),
         Figure("Chapter 5: shift-share IV fits", shiftshare.bench_iv(waves)),
         Figure("Chapter 6: event definition and two event studies", eventstudy.bench_event_study(annual)),
-        Figure("Chapter 8: the whole multiverse, uncached (%d specifications)" % multiverse_n, multiverse_secs),
+        Figure("Chapter 7: interactions and Romano-Wolf bootstrap", heterogeneity.bench_heterogeneity(waves)),
+        Figure("Chapter 8: the whole multiverse, uncached (%d specifications)" % multiverse_n, multiverse_secs, 60),
+        Figure("Chapter 8: fast path, %d specifications, one process" % n_same, t_fast),
+        Figure("Chapter 8: straightforward linearmodels loop, same %d specs" % n_same, t_slow),
+        Figure("Chapter 8: speed-up of the fast path (largest rel. gap %.1e)" % gap, t_slow / t_fast, unit="x"),
         Figure("Chapter 10: cold build of the England panel", england.bench_england_build()),
         Figure("Chapter 12: simulation lab Monte Carlo (default)", simulation.bench_simulation(), 60),
     ]
 
 
+def cold_book_fresh_clone() -> Figure:
+    """`make book` on a fresh clone of the committed main (new venv, data from the mirror)."""
+    from analysis.paths import default_mirror
+
+    mirror = default_mirror()
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = os.path.join(tmp, "clone")
+        subprocess.run(["git", "clone", "-q", str(ROOT), clone], check=True)
+        env = {**os.environ, "THIRD_PILLAR_MIRROR": str(mirror) if mirror else ""}
+        t = time.perf_counter()
+        subprocess.run(["make", "book"], cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL)
+        secs = time.perf_counter() - t
+    return Figure("cold `make book` on a fresh clone", secs, 360)
+
+
 def make_test() -> Figure:
-    return Figure("wall time of `make test`", _timed(["make", "test"]))
+    return Figure("wall time of `make test`", _timed(["make", "test"]), 900)
 
 
 def main() -> None:
@@ -87,7 +108,7 @@ def main() -> None:
         print(measure().line(), flush=True)
     for figure in _panel_figures():
         print(figure.line(), flush=True)
-    for measure in (book_rebuild, make_test):
+    for measure in (book_rebuild, cold_book_fresh_clone, make_test):
         print(measure().line(), flush=True)
 
 

@@ -482,6 +482,10 @@ def _counts_by_year(df: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in df.groupby("year").size().items()}
 
 
+#: Population above which "no establishment of any type" is read as a gap in the source file.
+SOURCE_GAP_MIN_POPULATION = 100_000
+
+
 def build_waves(frames: Mapping[str, pd.DataFrame], crosswalk: pd.DataFrame, states: pd.DataFrame
                 ) -> tuple[pd.DataFrame, dict]:
     """``us_counties_waves`` from raw frames keyed by manifest name. Returns (panel, report)."""
@@ -573,6 +577,12 @@ def build_waves(frames: Mapping[str, pd.DataFrame], crosswalk: pd.DataFrame, sta
         panel[col] = panel[list(parts)].astype("float64").fillna(0).sum(axis=1) / pop * 10_000
     panel["nonprofits_per_10k"] = panel["n_nonprofits"].astype("float64") / pop * 10_000
     panel["log_median_hh_income"] = np.log(panel["median_hh_income"])
+    # A county of SOURCE_GAP_MIN_POPULATION+ people with no establishment of any type is a hole in
+    # the source coded as zero (the District of Columbia in the 1997 file), not an absence of
+    # organisations: its counts and densities are set missing, never read as zero.
+    gap = panel[list(ALL_COUNTS)].astype("float64").fillna(0).eq(0).all(axis=1) & (pop >= SOURCE_GAP_MIN_POPULATION)
+    panel.loc[gap, [*ALL_COUNTS, "assn_per_1k", *DENSITY_GROUPS]] = np.nan
+    report["source_gaps_set_missing"] = _row_labels(panel[gap])
     merged_any = (panel["_n_ps"] > 1) | (panel["_n_laus"].fillna(1) > 1) | (panel["_n_saipe"].fillna(1) > 1)
     flagged = boundary_flags(panel, crosswalk, "waves")
     panel["geo_adjusted"] = (merged_any | flagged).astype(bool)

@@ -145,7 +145,10 @@ def _assn_identity(df: pd.DataFrame) -> pd.Series:
     """assn_per_1k = sum of all establishment counts / population x 1,000 (relative tol 1e-6)."""
     counts = df[list(COUNT_COLUMNS + COUNT_COLUMNS_1997)].astype("float64").sum(axis=1)
     implied = counts / df["population"].astype("float64") * 1_000
-    return ((implied - df["assn_per_1k"]).abs() <= 1e-6 * implied.abs().clip(lower=1)).fillna(False)
+    ok = ((implied - df["assn_per_1k"]).abs() <= 1e-6 * implied.abs().clip(lower=1)).fillna(False)
+    # a source gap (counts and density all missing together) is allowed; a half-missing row is not
+    gap = df["assn_per_1k"].isna() & df[list(COUNT_COLUMNS)].isna().all(axis=1)
+    return ok | gap
 
 
 def _waves_schema() -> pa.DataFrameSchema:
@@ -162,14 +165,15 @@ def _waves_schema() -> pa.DataFrameSchema:
         "pop_size_class": pa.Column(pd.CategoricalDtype(list(POP_SIZE_CLASSES), ordered=True)),
         "population": _count(nullable=False, positive=True),
     }
-    cols.update({c: _count(nullable=False) for c in COUNT_COLUMNS})
+    # counts and densities may be missing only for source gaps (panels.SOURCE_GAP_MIN_POPULATION)
+    cols.update({c: _count(max_missing=0.001) for c in COUNT_COLUMNS})
     cols.update({c: _count(nullable=True) for c in COUNT_COLUMNS_1997})
     cols.update({
         "n_nonprofits": _count(max_missing=0.01),
-        "assn_per_1k": _num(0, nullable=False),
-        "civic_religious_per_10k": _num(0, nullable=False),
-        "business_prof_labour_political_per_10k": _num(0, nullable=False),
-        "recreation_sports_per_10k": _num(0, nullable=False),
+        "assn_per_1k": _num(0, max_missing=0.001),
+        "civic_religious_per_10k": _num(0, max_missing=0.001),
+        "business_prof_labour_political_per_10k": _num(0, max_missing=0.001),
+        "recreation_sports_per_10k": _num(0, max_missing=0.001),
         "nonprofits_per_10k": _num(0, max_missing=0.01),
         # votes cast / voting-age population: small counties exceed 100 (see codebook)
         "turnout_pct": _num(0, 250, max_missing=0.01),
@@ -185,8 +189,9 @@ def _waves_schema() -> pa.DataFrameSchema:
     })
     checks = [
         _frame_check(_assn_identity, "assn_per_1k_equals_counts_over_population_x1000"),
-        _frame_check(lambda d: (d["n_membership_sports"].notna() == (d["year"] == 1997))
-                     & (d["n_membership_nec"].notna() == (d["year"] == 1997)),
+        _frame_check(lambda d: d["assn_per_1k"].isna()  # a source gap has no counts at all
+                     | ((d["n_membership_sports"].notna() == (d["year"] == 1997))
+                        & (d["n_membership_nec"].notna() == (d["year"] == 1997))),
                      "membership_counts_present_in_1997_only"),
         _frame_check(lambda d: _le_or_missing(d["employment"].astype("float64"), d["labour_force"].astype("float64")),
                      "employment_le_labour_force"),

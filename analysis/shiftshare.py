@@ -137,6 +137,7 @@ class ShiftShare:
     share_year: int
     base_year: int
     end_year: int
+    excluded: tuple[str, ...] = ()  # counties left out because a wave is a source gap
 
     def frame(self) -> pd.DataFrame:
         """``instrument`` and ``density_share_year`` as columns, for merging with outcome changes."""
@@ -216,6 +217,14 @@ def shift_share(
     if len(ids) < 2:
         raise InstrumentError(f"Fewer than two counties are present in {share_year}, {base_year} and {end_year}.")
     w0, w1, w2 = w0.loc[ids], w1.loc[ids], w2.loc[ids]
+    # A county-wave with every count missing is a source gap (panels.SOURCE_GAP_MIN_POPULATION):
+    # the county has no composition or growth to contribute and is left out, and said so.
+    gaps = pd.Index([])
+    for w in (w0, w1, w2):
+        gaps = gaps.union(w.index[w[types].isna().all(axis=1)])
+    if len(gaps):
+        ids = ids.difference(gaps)
+        w0, w1, w2 = w0.loc[ids], w1.loc[ids], w2.loc[ids]
     counts = {}
     for year, w in ((share_year, w0), (base_year, w1), (end_year, w2)):
         c = w[types].astype("Float64")
@@ -273,6 +282,7 @@ def shift_share(
         share_year=share_year,
         base_year=base_year,
         end_year=end_year,
+        excluded=tuple(str(g) for g in gaps),
     )
 
 
@@ -708,7 +718,7 @@ def bench_iv(df: pd.DataFrame) -> float:
     t = _time.perf_counter()
     ss = shift_share(df)
     ld = long_difference(df, ["assn_per_1k", "unemployment_rate", "poverty_rate", "child_poverty_rate",
-                              "log_median_hh_income"], 2005, 2014).join(ss.frame())
+                              "log_median_hh_income"], 2005, 2014).join(ss.frame(), how="inner")
     for y in ("d_unemployment_rate", "d_poverty_rate", "d_child_poverty_rate", "d_log_median_hh_income"):
         iv_2sls(ld, y, "d_assn_per_1k", "bartik_per_1k", controls=("density10_per_1k_share_year",),
                 absorb="state_fips")

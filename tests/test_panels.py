@@ -497,7 +497,7 @@ def test_real_waves_counties_per_wave(real):
 
 
 def test_real_waves_assn_identity(real):
-    w = real["us_counties_waves"]
+    w = real["us_counties_waves"].dropna(subset=["assn_per_1k"])  # the one source gap (DC 1997)
     counts = w[list(panels.ALL_COUNTS)].astype("float64").fillna(0).sum(axis=1)
     implied = counts / w["population"].astype("float64") * 1_000
     assert np.allclose(implied, w["assn_per_1k"], rtol=1e-9, atol=1e-12)
@@ -523,3 +523,27 @@ def test_real_build_reports(real):
     assert max(rep["assn_identity_max_abs_diff"].values()) < 1e-9
     sca = panels.build_report("us_social_capital_atlas")
     assert sca["matched_annual_2018"] == sca["rows"]
+
+
+def test_source_gap_is_missing_not_zero():
+    """DC's 1997 Penn State row has no establishment of any type for 567,736 people: a gap in the
+    source coded as zero. The builder sets its counts and densities missing and reports it."""
+    from analysis.panels import build_report, load
+
+    w = load("us_counties_waves")
+    assert build_report("us_counties_waves")["source_gaps_set_missing"] == ["11001 1997"]
+    row = w[(w["fips"] == "11001") & (w["year"] == 1997)].iloc[0]
+    assert pd.isna(row["assn_per_1k"]) and pd.isna(row["n_religious"]) and pd.isna(row["civic_religious_per_10k"])
+    assert row["population"] > 500_000  # the outcomes and population are kept
+    assert w["assn_per_1k"].isna().sum() == 1
+
+
+def test_half_missing_counts_fail_validation():
+    from analysis.panels import load
+    from analysis.schemas import PanelValidationError, validate
+
+    w = load("us_counties_waves").copy()
+    i = w.index[(w["fips"] == "01001") & (w["year"] == 2005)][0]
+    w.loc[i, "n_religious"] = pd.NA  # a count missing while the density is present
+    with pytest.raises(PanelValidationError, match="assn_per_1k_equals_counts_over_population_x1000"):
+        validate("us_counties_waves", w)

@@ -276,7 +276,7 @@ def test_rotemberg_identities_on_shift_share():
     w = synthetic_waves()
     ss = shift_share(w)
     rng = np.random.default_rng(7)
-    ld = long_difference(w, ["population"], 2005, 2014).join(ss.frame())
+    ld = long_difference(w, ["population"], 2005, 2014).join(ss.frame(), how="inner")
     ld["x"] = 2 * ld["bartik_per_1k"] + rng.normal(size=len(ld))
     ld["y"] = -0.5 * ld["x"] + rng.normal(size=len(ld))
     r = iv_2sls(ld, "y", "x", "bartik_per_1k", controls=("density10_per_1k_share_year",), absorb="state_fips",
@@ -407,7 +407,7 @@ def test_real_panel_identity():
 
     waves = load("us_counties_waves")
     ss = shift_share(waves)
-    ld = long_difference(waves, ["assn_per_1k", "poverty_rate"], 2005, 2014).join(ss.frame())
+    ld = long_difference(waves, ["assn_per_1k", "poverty_rate"], 2005, 2014).join(ss.frame(), how="inner")
     r = iv_2sls(ld, "d_poverty_rate", "d_assn_per_1k", "bartik_per_1k",
                 controls=("density10_per_1k_share_year",), absorb="state_fips")
     rw = rotemberg_weights(ss.components.loc[ld.index], ld["d_assn_per_1k"], ld["d_poverty_rate"],
@@ -415,3 +415,13 @@ def test_real_panel_identity():
     assert rw["alpha"].sum() == pytest.approx(1.0, abs=1e-10)
     assert float((rw["alpha"] * rw["beta"]).sum()) == pytest.approx(r.estimate, abs=1e-8)
     assert r.effective_f == pytest.approx(float(r.raw.first_stage.diagnostics.loc["d_assn_per_1k", "f.stat"]), rel=1e-10)
+
+
+def test_source_gap_county_is_left_out_and_reported():
+    """DC 1997 is a source gap (every count missing): it is excluded from the instrument, by name."""
+    from analysis.panels import load
+
+    ss = shift_share(load("us_counties_waves"))
+    assert ss.excluded == ("11001",)
+    assert "11001" not in ss.instrument.index
+    assert ss.instrument.notna().all()
