@@ -353,12 +353,14 @@ def missing_chapters(text: str, titles) -> list[str]:
     """Titles not found, in reading order, in the body of a printed book's ``text``.
 
     The printed book opens with its contents (every title once) and then the chapters, each
-    under its title: the search starts after the contents' last entry (the first occurrence of
+    under its title (matched by its first four words): the search starts after the contents' last entry (the first occurrence of
     the last title) and finds each title after the previous one. Both sides are normalised
     (:func:`normalise_text`).
     """
     text = normalise_text(text)
-    titles = [normalise_text(t) for t in titles]
+    # A long title wraps in a printed heading and PDF text extraction may move its second line
+    # elsewhere, so each title is matched by its first four words.
+    titles = [" ".join(normalise_text(t).split()[:4]) for t in titles]
     if not titles:
         raise ValueError("no titles to look for")
     start = text.find(titles[-1])

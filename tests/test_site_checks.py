@@ -255,3 +255,14 @@ def test_dedupe_script_files_treats_none_and_empty_filename_alike():
     context = {"script_files": scripts}
     site._dedupe_page_scripts(None, "p", "page.html", context, None)
     assert len(context["script_files"]) == 4
+
+
+def test_missing_chapters_tolerates_a_wrapped_long_title():
+    """Synthetic printed text: the second line of a long heading was extracted elsewhere."""
+    from analysis.site import missing_chapters
+
+    titles = ["One", "Simulation lab: what each estimator can and cannot see", "Verdict"]
+    contents = "One Simulation lab: what each estimator can and cannot see Verdict "
+    body = "One text. 12. Simulation lab: what each estimator Alone, the coefficient... can and cannot see Verdict"
+    assert missing_chapters(contents + body, titles) == []
+    assert missing_chapters(contents + "One text. Verdict", titles) == ["Simulation lab: what each"]
