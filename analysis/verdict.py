@@ -118,3 +118,20 @@ def write_readme(readme: Path = README_PATH) -> None:
     text = Path(readme).read_text(encoding="utf-8")
     new = text.replace(readme_block(readme), readme_summary())
     Path(readme).write_text(new, encoding="utf-8")
+
+
+def styled(table: pd.DataFrame):
+    """The evidence table for reading on a page: verdict and confidence first, text left-aligned
+    and top-aligned (a wide right-aligned frame is unreadable with sentences in its cells)."""
+    shown = pd.DataFrame({
+        "claim": table["claim"],
+        "verdict (confidence)": table["verdict"] + " (" + table["confidence"] + ")",
+        "evidence against": table["evidence against"],
+        "evidence for": table["evidence for"],
+    })
+    cell = [("text-align", "left"), ("vertical-align", "top"), ("padding", "0.4em")]
+    return (shown.style.set_uuid("verdict")  # a fixed id keeps the saved output stable
+            .set_properties(**dict(cell))
+            .set_table_styles([{"selector": "th", "props": cell},
+                               {"selector": "td.col1", "props": [("font-weight", "bold"), ("min-width", "10em")]},
+                               {"selector": "td.col2, td.col3", "props": [("min-width", "16em")]}]))

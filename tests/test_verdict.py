@@ -49,3 +49,10 @@ def test_a_missing_key_or_chapter_is_a_clear_error(tmp_path):
         verdict.render_evidence({"chapter": "99_synthetic", "text": "{zzz:.1f}"}, tmp_path)
     with pytest.raises(verdict.VerdictError, match="no chapter notebook"):
         verdict.glued_values("98_missing", tmp_path)
+
+
+def test_styled_table_keeps_every_hypothesis_and_column():
+    html = verdict.styled(verdict.evidence_table()).to_html()
+    for hid in hypotheses_table().index:
+        assert f">{hid}<" in html
+    assert "verdict (confidence)" in html and "text-align: left" in html
