@@ -158,17 +158,22 @@ def _describe(tag) -> str:
     return f"<{tag.name}>{(' ' + repr(text[:60])) if text else ''}"
 
 
+def _parsed_pages(root, pages=None):
+    """``(page, its path relative to the site, parsed page)`` for ``pages`` (default: every page)."""
+    root = _site_root(root)
+    pages = html_pages(root) if pages is None else [Path(p).resolve() for p in pages]
+    for page in pages:
+        yield page, _rel(page, root), parse_page(page)
+
+
 def check_links(root, pages=None) -> list[Problem]:
     """Broken internal links, images and scripts, and ``#anchors`` that name no element.
 
     External URLs (http, https, mailto, ...) are left to ``make linkcheck``.
     """
     root = _site_root(root)
-    pages = html_pages(root) if pages is None else [Path(p).resolve() for p in pages]
     problems = []
-    for page in pages:
-        rel_page = _rel(page, root)
-        soup = parse_page(page)
+    for page, rel_page, soup in _parsed_pages(root, pages):
         for tag_name, attr in URL_ATTRS:
             for tag in soup.find_all(tag_name, attrs={attr: True}):
                 url = tag[attr]
@@ -224,12 +229,9 @@ def check_alt_text(root, pages=None) -> list[Problem]:
     Any other image (a logo, an icon) must at least have an ``alt`` attribute, which may be
     empty for a decorative image.
     """
-    root = _site_root(root)
-    pages = html_pages(root) if pages is None else [Path(p).resolve() for p in pages]
     problems = []
-    for page in pages:
-        rel_page = _rel(page, root)
-        for img in parse_page(page).find_all("img"):
+    for page, rel_page, soup in _parsed_pages(root, pages):
+        for img in soup.find_all("img"):
             where = img.get("src", "?")
             if _in_figure_or_output(img):
                 why = alt_text_problem(img)
@@ -255,12 +257,8 @@ def check_xrefs(root, pages=None) -> list[Problem]:
     marks it ``missing``; an unresolved citation is a ``bibtex-citation`` with no link in it
     (``[]``); an unnumbered ``numref`` shows ``???``.
     """
-    root = _site_root(root)
-    pages = html_pages(root) if pages is None else [Path(p).resolve() for p in pages]
     problems = []
-    for page in pages:
-        rel_page = _rel(page, root)
-        soup = parse_page(page)
+    for page, rel_page, soup in _parsed_pages(root, pages):
         for tag in soup.find_all(class_=True):
             classes = tag.get("class") or []
             if "xref" in classes and ("missing" in classes or not _has_link_ancestor(tag)):
