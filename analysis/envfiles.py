@@ -14,7 +14,9 @@ from pathlib import Path
 import yaml
 
 PYTHON_VERSION = "3.11"
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)$")
+# ``name==version``, optionally with an environment marker (``; sys_platform == 'darwin'``).
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)\s*(;.*)?$")
+_HASH = re.compile(r"\s+--hash=\S+")
 
 
 def canonical(name: str) -> str:
@@ -22,11 +24,32 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def requirement_lines(lines: list[str]) -> list[tuple[int, str]]:
+    """Logical requirement lines (line number, text) with backslash continuations joined and
+    ``--hash`` options removed: the lock is hash-checked, but a pin is still ``name==version``.
+    """
+    out: list[tuple[int, str]] = []
+    buf, start = "", 0
+    for i, raw in enumerate(lines, 1):
+        if not buf:
+            start = i
+        line = raw.rstrip()
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        out.append((start, _HASH.sub("", buf + line).strip()))
+        buf = ""
+    if buf:
+        out.append((start, _HASH.sub("", buf).strip()))
+    return out
+
+
 def parse_pins(lines: list[str], source: str) -> dict[str, str]:
-    """``name==version`` lines to {canonical name: version}; anything else is an error."""
+    """``name==version`` lines (hashes and markers allowed) to {canonical name: version};
+    anything else is an error.
+    """
     pins: dict[str, str] = {}
-    for i, line in enumerate(lines, 1):
-        line = line.strip()
+    for i, line in requirement_lines(lines):
         if not line or line.startswith("#"):
             continue
         m = _PIN.match(line)
@@ -50,7 +73,7 @@ def environment_pins(path: Path) -> dict[str, str]:
 
 
 def render_environment(pins: dict[str, str], lock_lines: list[str]) -> str:
-    pip_lines = [ln.strip() for ln in lock_lines if ln.strip() and not ln.startswith("#")]
+    pip_lines = [ln for _, ln in requirement_lines(lock_lines) if ln and not ln.startswith("#")]
     doc = {
         "name": "third-pillar",
         "channels": ["conda-forge"],

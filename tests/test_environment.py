@@ -37,3 +37,25 @@ def test_disagreement_is_detected():
     assert parse_pins(["pandas==3.1.1"], "a") != parse_pins(["pandas==3.1.0"], "b")
     with pytest.raises(ValueError, match="not an exact pin"):
         parse_pins(["pandas>=3"], "x")
+
+
+@pytest.mark.parametrize("name", ["requirements.lock", "requirements-uv.txt"])
+def test_every_pin_is_hash_checked(name):
+    # `make` installs with --require-hashes: a pin without a hash would fail the install, and a
+    # pin is only as good as the hash that proves the downloaded file is the one that was locked.
+    from analysis.envfiles import requirement_lines
+
+    lines = (ROOT / name).read_text().splitlines()
+    logical = [(i, ln) for i, ln in requirement_lines(lines) if ln and not ln.startswith("#")]
+    raw = "\n".join(lines)
+    unhashed = [ln for _, ln in logical if f"{ln} \\\n    --hash=sha256:" not in raw]
+    assert logical and unhashed == []
+
+
+def test_hashes_and_markers_are_parsed():
+    from analysis.envfiles import requirement_lines
+
+    lines = ["numpy==2.4.0 \\", "    --hash=sha256:aa \\", "    --hash=sha256:bb",
+             "appnope==1.0.0 ; sys_platform == 'darwin' \\", "    --hash=sha256:cc"]
+    assert requirement_lines(lines) == [(1, "numpy==2.4.0"), (4, "appnope==1.0.0 ; sys_platform == 'darwin'")]
+    assert parse_pins(lines, "x") == {"numpy": "2.4.0", "appnope": "1.0.0"}
