@@ -69,7 +69,7 @@ notebooks: data
 test-unit: data
 	$(PY) -m pytest tests --ignore=tests/site
 
-# --nbval-lax: only cells marked `# NBVAL_CHECK_OUTPUT` (key numbers at fixed precision)
+# --nbval-lax: only cells tagged `nbval-check-output` (key numbers at fixed precision)
 # are compared with their committed output; every cell must still run without error.
 test-notebooks: data
 	$(PY) -m pytest --nbval-lax -p no:cacheprovider book

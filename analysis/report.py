@@ -44,15 +44,46 @@ def pct(x: float, digits: int = 0) -> str:
     return f"{100 * x:.{digits}f}%"
 
 
+#: Significant digits a glued float keeps. The prose shows at most five; the sixth absorbs the
+#: last bits that move with the CPU, BLAS kernel or thread count (a 3e-16 relative difference
+#: once failed nbval on another machine), so a glue record is the same on every machine.
+GLUE_DIGITS = 6
+
+
+class GlueError(ValueError):
+    """A value that must never reach the prose (NaN, inf, None or an empty string)."""
+
+
+def stable_number(value: float, digits: int = GLUE_DIGITS) -> float:
+    """``value`` rounded to ``digits`` significant digits (up to 8 for large values, so that
+    dollars keep their cents' first digit); integral floats are returned unchanged.
+    """
+    if value == 0 or value == int(value):
+        return float(value)
+    integer_digits = len(str(int(abs(value)))) if abs(value) >= 1 else 0
+    digits = min(8, max(digits, integer_digits + 2))
+    return float(f"{value:.{digits - 1}e}")
+
+
 def glue(name: str, value, display: bool = False):
-    """``myst_nb.glue`` for numbers in prose, with NumPy scalars turned into Python numbers.
+    """``myst_nb.glue`` for numbers in prose: NumPy scalars become Python numbers, floats are
+    rounded to :data:`GLUE_DIGITS` significant digits, and NaN, inf, None or an empty string
+    raise :class:`GlueError` naming the key (a missing value must be handled, never printed).
 
     NumPy 2 writes ``np.float64(1.5)`` as the text of a scalar, which the ``{glue:text}`` role
     cannot format; a plain ``float`` or ``int`` glues cleanly.
     """
+    import math
+
     import numpy as np
     from myst_nb import glue as _glue
 
     if isinstance(value, np.generic):
         value = value.item()
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise GlueError(f"glue {name!r}: the value is {value!r}; handle the missing case before gluing")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise GlueError(f"glue {name!r}: the value is {value}; handle the missing case before gluing")
+        value = stable_number(value)
     return _glue(name, value, display=display)

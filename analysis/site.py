@@ -272,9 +272,25 @@ def check_xrefs(root, pages=None) -> list[Problem]:
     return problems
 
 
+_MISSING_NUMBER = re.compile(r"^[-+]?(nan|inf|infinity|none)%?$|^$", re.IGNORECASE)
+
+
+def check_glue_text(root, pages=None) -> list[Problem]:
+    """Glued values in the prose (myst-nb's ``<span class="pasted-text">``) that read as a missing
+    number: ``nan``, ``inf``, ``None`` or nothing at all.
+    """
+    problems = []
+    for page, rel_page, soup in _parsed_pages(root, pages):
+        for span in soup.find_all("span", class_="pasted-text"):
+            text = span.get_text(strip=True)
+            if _MISSING_NUMBER.match(text):
+                problems.append(Problem(rel_page, "missing value in the prose", repr(text)))
+    return problems
+
+
 def check_site(root) -> list[Problem]:
     """All pure-HTML checks of the built site at ``root``."""
-    return check_links(root) + check_alt_text(root) + check_xrefs(root)
+    return check_links(root) + check_alt_text(root) + check_xrefs(root) + check_glue_text(root)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -266,3 +266,17 @@ def test_missing_chapters_tolerates_a_wrapped_long_title():
     body = "One text. 12. Simulation lab: what each estimator Alone, the coefficient... can and cannot see Verdict"
     assert missing_chapters(contents + body, titles) == []
     assert missing_chapters(contents + "One text. Verdict", titles) == ["Simulation lab: what each"]
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-inf", "None", "nan%", ""])
+def test_missing_value_in_glued_prose_is_caught(tmp_path, text):
+    body = CH1_BODY + f'<p>its correlation is <span class="pasted-text">{text}</span>.</p>'
+    root = write_site(tmp_path, ch1_body=body)
+    assert kinds(site.check_site(root)) == ["missing value in the prose"]
+
+
+def test_glued_numbers_and_words_pass(tmp_path):
+    body = CH1_BODY + ('<p><span class="pasted-text">-0.39</span> <span class="pasted-text">p &lt; 0.001</span>'
+                       ' <span class="pasted-text">infinite</span> <span class="pasted-text">12,428</span></p>')
+    root = write_site(tmp_path, ch1_body=body)
+    assert site.check_glue_text(root) == []

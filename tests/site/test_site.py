@@ -111,6 +111,11 @@ def test_every_figure_has_alt_text(site_root):
     assert not problems, "\n".join(map(str, problems))
 
 
+def test_no_missing_value_in_the_prose(site_root):
+    problems = site.check_glue_text(site_root)
+    assert not problems, "\n".join(map(str, problems))
+
+
 def test_no_unresolved_cross_references(site_root):
     problems = site.check_xrefs(site_root)
     assert not problems, "\n".join(map(str, problems))
