@@ -10,6 +10,7 @@ export PYTHONHASHSEED := 0
 export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
+NPROC := $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: help venv lock data data-check book notebooks test test-unit test-notebooks test-book test-site pdf test-pdf linkcheck bench clean clean-data
 
@@ -57,13 +58,17 @@ data-check: $(STAMP)
 
 # Execution errors become warnings and -W turns every warning into a failure: a broken
 # chapter can never publish. Executed notebooks are cached in _build/.jupyter_cache.
+# The chapters are executed first, in parallel (one worker per core), into the execution cache
+# that jupyter-book reads (execute_notebooks: cache); a failing chapter stops here with its
+# traceback. Sphinx then renders from the cache.
 book: data
+	$(PY) -m analysis.notebooks cache
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo
 	@echo "The book is built. Open: $(CURDIR)/_build/html/index.html"
 
 notebooks: data
-	$(PY) -m analysis notebooks book
+	$(PY) -m analysis.notebooks inplace
 
 # tests/site needs the built book and a browser: it runs in test-site, after `book`.
 test-unit: data
@@ -71,8 +76,9 @@ test-unit: data
 
 # --nbval-lax: only cells tagged `nbval-check-output` (key numbers at fixed precision)
 # are compared with their committed output; every cell must still run without error.
+# One notebook per worker (--dist loadfile keeps a notebook's cells in one kernel), one worker per core.
 test-notebooks: data
-	$(PY) -m pytest --nbval-lax -p no:cacheprovider book
+	$(PY) -m pytest --nbval-lax -p no:cacheprovider -n $(NPROC) --dist loadfile book
 
 test-book: book
 
