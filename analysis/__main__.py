@@ -4,6 +4,8 @@ Commands:
 
 * ``data``: fetch and verify every manifest file, then build the processed panels;
   ``data --fetch-only`` skips the build; ``data --check`` only reports the cache (exit 1 unless all ok).
+  A user's mistake or a refusing file system (read-only, disk full) is reported in one line per
+  file, never a traceback, and the exit status is 1.
 
 A new command is a function ``_add_<command>(subparsers)`` that registers a parser with
 ``set_defaults(func=...)``, plus one line in :func:`build_parser`.
@@ -14,35 +16,85 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from analysis.fetch import TIMEOUT_S, DataIntegrityError, DataUnavailableError, check_cache, fetch_all
-from analysis.manifest import ManifestEntry, load_manifest
+from analysis import paths
+from analysis.fetch import (
+    TIMEOUT_S,
+    DataAccessError,
+    DataIntegrityError,
+    DataUnavailableError,
+    check_cache,
+    describe_os_error,
+    fetch_all,
+    using_cache_dir,
+)
+from analysis.manifest import ManifestEntry, ManifestError, load_manifest
 from analysis.paths import MANIFEST_PATH, RAW_DIR
 
 
+def _error(text: str) -> int:
+    """Print each line of ``text`` as ``error: ...`` on stderr; returns the exit status 1."""
+    for line in text.splitlines() or [""]:
+        print(f"error: {line}", file=sys.stderr)
+    return 1
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
+    try:
+        return _data(args)
+    except (ManifestError, DataAccessError) as exc:  # already one line per problem
+        return _error(str(exc))
+    except DataUnavailableError as exc:  # a FileNotFoundError, so before OSError; its own layout
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # anything else the file system refused: name the file, never a traceback
+        if not exc.filename:
+            return _error(f"{exc}: check the disk and the permissions of {args.cache_dir or paths.RAW_DIR}")
+        return _error(describe_os_error(exc, Path(exc.filename), "or pass --cache-dir DIR to use another directory"))
+
+
+def _data(args: argparse.Namespace) -> int:
     entries = load_manifest(args.manifest)
-    cache_dir = args.cache_dir or RAW_DIR
+    cache_dir = Path(args.cache_dir or paths.RAW_DIR)
     if args.check:
         return _check(entries, cache_dir)
 
     try:
-        paths = fetch_all(cache_dir=cache_dir, mirror=args.mirror, entries=entries, timeout=args.timeout)
+        fetched = fetch_all(
+            cache_dir=cache_dir, mirror=args.mirror, entries=entries, timeout=args.timeout, download=args.download
+        )
     except (DataUnavailableError, DataIntegrityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{len(paths)} data files verified in {cache_dir}")
+    print(f"{len(fetched)} data files verified in {cache_dir}")
     if args.fetch_only:
         return 0
 
     # Imported here: the panel builders are heavier and are not needed to fetch or check.
     panels = importlib.import_module("analysis.panels")
-    for name, info in panels.build_all().items():
+    # The builders read raw files through fetch()'s default cache: point it at the directory just
+    # verified, or a --cache-dir run would build from data/raw.
+    with using_cache_dir(cache_dir):
+        built = panels.build_all()
+    for name, info in built.items():
         print(f"panel {name}: {info}")
     return 0
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type for ``--timeout``: a finite number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    # 0 or less makes urllib3 fail deep inside a download; inf or nan would wait forever.
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds (e.g. 30), got {text!r}")
+    return value
 
 
 def _check(entries: Mapping[str, ManifestEntry], cache_dir: Path) -> int:
@@ -80,16 +132,34 @@ def _add_data(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="offline mirror (default: $THIRD_PILLAR_MIRROR, else ../shared/data/mirror)",
     )
-    p.add_argument("--timeout", type=float, default=TIMEOUT_S, help="network timeout in seconds (default: %(default)s)")
+    p.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=TIMEOUT_S,
+        help="network timeout in seconds, above 0 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-download",
+        dest="download",
+        action="store_false",
+        help="never download: use only the cache and the mirror",
+    )
     p.set_defaults(func=_cmd_data)
 
 
 def _cmd_notebooks(args: argparse.Namespace) -> int:
-    from analysis.notebooks import chapter_notebooks, execute_all
+    from analysis.notebooks import chapter_notebooks, execute
 
     paths = [p for d in args.paths for p in (chapter_notebooks(d) if d.is_dir() else [d])]
-    execute_all(paths)
-    return 0
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"error: no such notebook: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    # In parallel (one worker per core), saved in place; a failure leaves that notebook untouched.
+    failed = [r for r in execute(paths, into="inplace", workers=args.workers) if not r.ok]
+    for r in failed:
+        print(f"\n{r.path} failed:\n{r.error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _add_notebooks(subparsers: argparse._SubParsersAction) -> None:
@@ -99,6 +169,7 @@ def _add_notebooks(subparsers: argparse._SubParsersAction) -> None:
         description="Re-execute notebooks (or every notebook in a folder) and save their outputs.",
     )
     p.add_argument("paths", nargs="+", type=Path, help="notebooks or folders of notebooks")
+    p.add_argument("--workers", type=int, default=None, help="notebooks at a time (default: one per core)")
     p.set_defaults(func=_cmd_notebooks)
 
 

@@ -31,6 +31,9 @@ import nbformat
 from analysis.paths import BOOK_DIR, ROOT
 
 CACHE_DIR = ROOT / "_build" / ".jupyter_cache"
+#: Notebooks that read other chapters' committed outputs (the verdict reads their glue records):
+#: they run after every other notebook of the same run has finished and been written.
+RUN_LAST = ("13_verdict",)
 TIMEOUT_S = 1200
 
 
@@ -140,16 +143,19 @@ def execute(paths: list[Path], *, workers: int | None = None, into: str = "cache
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     if todo:
         log(f"executing {len(todo)} notebook(s) with {workers} worker(s); {len(runs)} from the cache")
+    first = [p for p in todo if p.stem not in RUN_LAST]
+    last = [p for p in todo if p.stem in RUN_LAST]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_execute, str(p), timeout) for p in _longest_first(todo, cache)]
-        for fut in as_completed(futures):
-            path, text, seconds, error = fut.result()
-            path = Path(path)
-            runs[path] = Run(path, seconds, error)
-            if error is None:
-                # Only the parent writes: the cache is one SQLite file, and a write is atomic.
-                _store(path, text, seconds, cache, into)
-            log(f"{'ok    ' if error is None else 'FAILED'} {seconds:7.1f} s  {_show(path)}")
+        for batch in (first, last):
+            futures = [pool.submit(_execute, str(p), timeout) for p in _longest_first(batch, cache)]
+            for fut in as_completed(futures):
+                path, text, seconds, error = fut.result()
+                path = Path(path)
+                runs[path] = Run(path, seconds, error)
+                if error is None:
+                    # Only the parent writes: the cache is one SQLite file, and a write is atomic.
+                    _store(path, text, seconds, cache, into)
+                log(f"{'ok    ' if error is None else 'FAILED'} {seconds:7.1f} s  {_show(path)}")
     return [runs[p] for p in paths]
 
 

@@ -14,6 +14,13 @@ Three panels, each one parquet file under ``data/processed/`` (git-ignored) with
     English local authority district (2023 boundaries) x 1997-2023: pubs and bars, population,
     wellbeing, GDHI, claimant and employment rates, IMD, and social-infrastructure cross-sections;
     built by :mod:`analysis.england`.
+``us_counties_congregations``
+    county x wave 1906-2020: church members (Census of Religious Bodies 1906-1936, NHGIS, 1930
+    boundaries) and congregations and adherents (RCMS 1952-2020, 2020 FIPS), every source row kept
+    with its quality flags; built by :mod:`analysis.longrun`.
+``us_counties_income``
+    BEA county area x year 1969-2022: personal income, population, per-capita personal income
+    (CAINC1), Virginia combination areas kept; built by :mod:`analysis.longrun`.
 
 Public API: :func:`load`, :func:`build_all`, :func:`build_report`, :data:`PANELS`. Variables are
 documented in ``data/codebook.yml``; geographic decisions in
@@ -46,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import england, paths
+from analysis import england, longrun, paths
 from analysis.schemas import (
     ANNUAL_YEARS,
     COUNT_COLUMNS,
@@ -59,7 +66,8 @@ from analysis.schemas import (
     validate,
 )
 
-PANELS: tuple[str, ...] = ("us_counties_waves", "us_counties_annual", "us_social_capital_atlas", "england_lads")
+PANELS: tuple[str, ...] = ("us_counties_waves", "us_counties_annual", "us_social_capital_atlas", "england_lads",
+                           "us_counties_congregations", "us_counties_income")
 SCA_JOIN_YEAR = 2018
 CACHE_FORMAT = 1
 CROSSWALK_FILE = "county_fips_crosswalk.csv"
@@ -192,6 +200,9 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "us_social_capital_atlas": (SCA_SOURCE, *UI_SOURCES),
     # England: builders in analysis/england.py (LAD x year on 2023 boundaries)
     "england_lads": england.INPUTS,
+    # long-run US county panels: builders in analysis/longrun.py
+    "us_counties_congregations": longrun.INPUTS["us_counties_congregations"],
+    "us_counties_income": longrun.INPUTS["us_counties_income"],
 }
 
 
@@ -902,6 +913,8 @@ BUILDERS: dict[str, Callable[[], tuple[pd.DataFrame, dict]]] = {
     "us_counties_annual": _build_annual_from_cache,
     "us_social_capital_atlas": _build_sca_from_cache,
     "england_lads": england.build_england_from_cache,
+    "us_counties_congregations": longrun.build_congregations_from_cache,
+    "us_counties_income": longrun.build_income_from_cache,
 }
 
 
@@ -911,13 +924,14 @@ def _processed_dir() -> Path:
 
 def _builder_files() -> list[Path]:
     here = Path(__file__).resolve().parent
-    files = [here / "panels.py", here / "schemas.py", here / "england.py"]
+    files = [here / "panels.py", here / "schemas.py", here / "england.py", here / "longrun.py"]
     files += sorted(p for p in Path(paths.CROSSWALK_DIR).glob("*") if p.is_file())
     return files
 
 
 def builder_hash() -> str:
-    """SHA-256 over the builder source: this module, ``england.py``, the schemas and every crosswalk file."""
+    """SHA-256 over the builder source: this module, ``england.py``, ``longrun.py``, the schemas and every
+    crosswalk file."""
     h = hashlib.sha256()
     for p in _builder_files():
         h.update(p.name.encode())
@@ -956,29 +970,48 @@ def _sha256(path: Path) -> str:
 
 
 def _read_sidecar(name: str) -> dict | None:
+    """The panel's JSON sidecar as a dict; ``None`` if it is missing, unreadable or malformed.
+
+    The sidecar is derived: a damaged one (a non-UTF-8 byte, invalid JSON, a string or list where
+    a dict belongs) only means the panel is out of date, so it is rebuilt rather than raised.
+    """
     _, side = _files(name)
     try:
-        return json.loads(side.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError covers JSONDecodeError and UnicodeDecodeError
         return None
+    return meta if isinstance(meta, dict) else None
 
 
 def _is_current(name: str, key: dict) -> bool:
+    """Whether the cached parquet matches ``key`` and the hash its sidecar vouches for."""
     parquet, _ = _files(name)
     meta = _read_sidecar(name)
-    return bool(meta and meta.get("key") == key and parquet.exists()
-                and meta.get("parquet_sha256") == _sha256(parquet))
+    if not meta or meta.get("key") != key:
+        return False
+    try:
+        return meta.get("parquet_sha256") == _sha256(parquet)
+    except OSError:  # missing or unreadable parquet: out of date, rebuild
+        return False
 
 
 def _atomic_write_bytes(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    """Write ``data`` to ``target`` through a temp file moved into place; all or nothing.
+
+    An ``OSError`` (read-only directory, disk full, file-size limit) leaves no temp file and names
+    ``target``, not the temp file, which means nothing to the user.
+    """
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; derived files are not secret
         os.replace(tmp, target)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 
@@ -1010,21 +1043,40 @@ def _build_and_write(name: str, key: dict) -> pd.DataFrame:
 
 
 def _lock(name: str):
+    """A context manager that holds panel ``name``'s lock and, once it holds it, deletes the
+    ``.<name>.parquet.*.part`` / ``.<name>.json.*.part`` temp files a killed build left behind.
+
+    Only a lock holder writes those temp files, so while we hold the lock any that exist are stale.
+    """
+    from contextlib import contextmanager
+
     from filelock import FileLock
 
     d = _processed_dir()
     d.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(d / f".{name}.lock"))
+
+    @contextmanager
+    def held():
+        with FileLock(str(d / f".{name}.lock")):
+            for stale in [*d.glob(f".{name}.parquet.*.part"), *d.glob(f".{name}.json.*.part")]:
+                stale.unlink(missing_ok=True)
+            yield
+
+    return held()
 
 
 def load(name: str, *, force: bool = False) -> pd.DataFrame:
     """Panel ``name`` as a data frame, sorted by fips (and year); built from the raw cache if the
     cached parquet is missing or stale (or ``force``), else read from ``data/processed/``.
+
+    A damaged sidecar counts as stale; temp files left by a killed build are removed (under the lock).
     """
     _check_name(name)
     key = cache_key(name)
     parquet, _ = _files(name)
-    if not force and _is_current(name, key):
+    # Leftover temp files send even a current panel through the lock, whose holder removes them.
+    leftovers = any(parquet.parent.glob(f".{name}.parquet.*.part")) or any(parquet.parent.glob(f".{name}.json.*.part"))
+    if not force and not leftovers and _is_current(name, key):
         return pd.read_parquet(parquet)
     with _lock(name):
         if not force and _is_current(name, key):  # another process built it meanwhile
@@ -1033,14 +1085,36 @@ def load(name: str, *, force: bool = False) -> pd.DataFrame:
 
 
 def build_all(force: bool = False) -> dict:
-    """Build (or confirm) every panel; per panel: rows, whether it was rebuilt, seconds, path."""
+    """Build (or confirm) every panel; per panel: rows, whether it was rebuilt, seconds, path.
+
+    Every panel is tried. If the file system refuses some (read-only ``data/processed``, disk full,
+    file-size limit), one :class:`analysis.fetch.DataAccessError` follows, one line per file.
+    """
+    from analysis.fetch import AccessFailure, DataAccessError, DataUnavailableError, describe_os_error
+
     out = {}
+    failures: list[AccessFailure] = []
     for name in PANELS:
         t0 = time.perf_counter()
-        current = not force and _is_current(name, cache_key(name))
-        df = load(name, force=force)
+        try:
+            current = not force and _is_current(name, cache_key(name))
+            df = load(name, force=force)
+        except DataUnavailableError:  # a missing raw file is not a disk problem: its own message
+            raise
+        except DataAccessError as exc:  # a raw file the OS refused, already one line
+            failures += exc.failures
+            continue
+        except OSError as exc:
+            path = Path(exc.filename) if exc.filename else _files(name)[0]
+            if any(f.path == path and f.error.errno == exc.errno for f in failures):
+                continue  # e.g. a panel built on one that already failed: said once is enough
+            todo = describe_os_error(exc, path, "or set THIRD_PILLAR_PROCESSED=DIR to build the panels elsewhere")
+            failures.append(AccessFailure(name, path, exc, f"panel {name}: {todo}"))
+            continue
         out[name] = {"rows": int(len(df)), "built": not current, "seconds": round(time.perf_counter() - t0, 3),
                      "path": str(_files(name)[0])}
+    if failures:
+        raise DataAccessError(failures)
     return out
 
 

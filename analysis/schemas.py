@@ -359,13 +359,16 @@ def panel_schema(name: str) -> pa.DataFrameSchema:
         "us_counties_annual": _annual_schema,
         "us_social_capital_atlas": _sca_schema,
         "england_lads": _england_schema,
+        "us_counties_congregations": _congregations_schema,
+        "us_counties_income": _income_schema,
     }
     if name not in builders:
         raise KeyError(f"no schema for panel {name!r}; known: {', '.join(builders)}")
     return builders[name]()
 
 
-SCHEMA_NAMES = ("us_counties_waves", "us_counties_annual", "us_social_capital_atlas", "england_lads")
+SCHEMA_NAMES = ("us_counties_waves", "us_counties_annual", "us_social_capital_atlas", "england_lads",
+                "us_counties_congregations", "us_counties_income")
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,7 +384,8 @@ def _row_label(df: pd.DataFrame, idx) -> str:
         return ""
     if not 0 <= i < len(df):
         return ""
-    return " ".join(f"{k}={df[k].iloc[i]}" for k in ("fips", "lad_code", "year") if k in df.columns)
+    keys = ("fips", "lad_code", "original_code", "year", "wave")
+    return " ".join(f"{k}={df[k].iloc[i]}" for k in keys if k in df.columns)
 
 
 STRUCTURAL_CHECKS = ("column_in_dataframe", "column_in_schema", "column_ordered")
@@ -480,3 +484,131 @@ def validate(name: str, df: pd.DataFrame) -> pd.DataFrame:
     except pa.errors.SchemaError as err:  # pragma: no cover - lazy=True collects, but be safe
         raise PanelValidationError(name, f"panel {name!r} failed validation: {err}") from None
     return df
+
+
+# --------------------------------------------------------------------------------------------
+# Long-run US county panels (built by analysis/longrun.py)
+# --------------------------------------------------------------------------------------------
+
+NHGIS_WAVES: tuple[int, ...] = (1906, 1916, 1926, 1936)
+RCMS_WAVES: tuple[int, ...] = (1952, 1971, 1980, 1990, 2000, 2010, 2020)
+CONGREGATION_WAVES: tuple[int, ...] = NHGIS_WAVES + RCMS_WAVES
+# every quality flag the places-of-worship extracts use (an unknown one is a RawInputError)
+CONGREGATION_SOURCE_FLAGS: tuple[str, ...] = (
+    "wave_coverage_differs", "boundary_change_crosswalked", "period_boundary_vintage_differs",
+)
+CONGREGATION_BUILDER_FLAGS: tuple[str, ...] = (
+    "no_fips_code", "fips_crosswalked", "fips_not_2020", "fips_shared_in_wave", "not_reported",
+    "population_missing_or_zero", "adherents_exceed_population",
+)
+INCOME_YEARS: tuple[int, ...] = tuple(range(1969, 2023))
+
+
+def _flag() -> pa.Column:
+    import pandera.pandas as pa
+
+    return pa.Column(bool)
+
+
+def _congregations_schema() -> pa.DataFrameSchema:
+    """``us_counties_congregations``: every source row, key (original_code, wave)."""
+    import pandera.pandas as pa
+
+    def f64(s: pd.Series) -> pd.Series:
+        return s.astype("float64")
+
+    cols: dict[str, pa.Column] = {
+        "fips": _str(r"^\d{5}$", nullable=True),
+        "original_code": _str(r"^(G\d{7}|\d{5}(, \d{5})*)$"),
+        "historical_fips": _str(r"^\d{5}$", nullable=True),
+        "wave": pa.Column("int64", pa.Check.isin(list(CONGREGATION_WAVES))),
+        "source": _str(r"^(nhgis_religious_bodies|rcms_county)_\d{4}$"),
+        "state_fips": _str(r"^\d{2}$"),
+        "county_name": _str(),
+        "membership_measure": _str(isin=("members", "adherents")),
+        "congregations": _count(),
+        "adherents_or_members": _count(max_missing=0.05),  # not reported: 0.3% of the real rows
+        "population": _count(max_missing=0.05),
+        "population_year": _num(1900, 1950, dtype="Int64"),
+        "congregations_per_1k": _num(0),
+        "adherents_per_100": _num(0),
+        "crosswalk_note": _str(nullable=True),
+    }
+    cols.update({c: _flag() for c in (*CONGREGATION_SOURCE_FLAGS, *CONGREGATION_BUILDER_FLAGS)})
+    def nhgis(d: pd.DataFrame) -> pd.Series:
+        return d["wave"].isin(list(NHGIS_WAVES))
+
+    def pop(d: pd.DataFrame) -> pd.Series:  # the rate denominator: missing where 0 or missing
+        return f64(d["population"]).where(f64(d["population"]) > 0)
+
+    checks = [
+        _frame_check(lambda d: (d["membership_measure"] == "members") == nhgis(d),
+                     "members_in_1906_1936_adherents_from_1952"),
+        _frame_check(lambda d: d["congregations"].isna() | ~nhgis(d), "no_congregation_counts_1906_1936"),
+        _frame_check(lambda d: d["population_year"].isna() | nhgis(d), "population_year_only_1906_1936"),
+        _frame_check(lambda d: d["source"].str.slice(-4) == d["wave"].astype(str), "source_file_of_the_wave"),
+        _frame_check(lambda d: d["fips"].isna() == d["no_fips_code"], "fips_missing_exactly_when_no_fips_code"),
+        _frame_check(lambda d: ~d["fips_crosswalked"] | (d["fips"] != d["historical_fips"]),
+                     "crosswalked_fips_differs_from_historical"),
+        _frame_check(lambda d: d["fips_shared_in_wave"] == (d["fips"].notna()
+                                                            & d.duplicated(["wave", "fips"], keep=False)),
+                     "fips_shared_in_wave_equals_duplicate_fips"),
+        _frame_check(lambda d: d["population_missing_or_zero"] == pop(d).isna(),
+                     "population_missing_or_zero_flag"),
+        _frame_check(lambda d: _near_or_missing(d["congregations_per_1k"], f64(d["congregations"]) / pop(d) * 1_000)
+                     & (d["congregations_per_1k"].isna() | pop(d).notna()),
+                     "congregations_per_1k_equals_count_over_population_x1000"),
+        _frame_check(lambda d: _near_or_missing(d["adherents_per_100"], f64(d["adherents_or_members"]) / pop(d) * 100)
+                     & (d["adherents_per_100"].isna() | pop(d).notna()),
+                     "adherents_per_100_equals_count_over_population_x100"),
+        _frame_check(lambda d: d["adherents_exceed_population"] == (d["adherents_per_100"] > 100).fillna(False),
+                     "adherents_exceed_population_flag"),
+    ]
+    return pa.DataFrameSchema(cols, checks=checks, unique=["original_code", "wave"], strict=True, ordered=True,
+                              name="us_counties_congregations")
+
+
+def _income_schema() -> pa.DataFrameSchema:
+    """``us_counties_income``: BEA county area x year 1969-2022, key (fips, year)."""
+    import numpy as np
+    import pandera.pandas as pa
+
+    def f64(s: pd.Series) -> pd.Series:
+        return s.astype("float64")
+
+    cols: dict[str, pa.Column] = {
+        # a county area: not xx000 (US, states) and below 90000 (BEA regions)
+        "fips": _str(r"^[0-8]\d(?!000)\d{3}$"),
+        "year": pa.Column("int64", pa.Check.isin(list(INCOME_YEARS))),
+        "state_fips": _str(r"^\d{2}$"),
+        "area_name": _str(),
+        "bea_combined_area": _flag(),
+        "bea_component_fips": _str(r"^\d{5}(;\d{5})+$", nullable=True),
+        "bea_area_footnote": _flag(),
+        "bea_not_published": _flag(),
+        # missing only in area-years BEA does not publish (checked below)
+        "personal_income_thousands": _count(),
+        "population": _count(),
+        "pcpi": _count(),
+        "us_pcpi": _count(nullable=False, positive=True),
+        "log_pcpi": _num(0, 15),
+        "log_pcpi_rel_us": _num(-5, 5),
+    }
+    checks = [
+        _frame_check(lambda d: d["bea_combined_area"] == d["bea_component_fips"].notna(),
+                     "combined_area_exactly_when_components_listed"),
+        _frame_check(lambda d: d["bea_not_published"] == d[["personal_income_thousands", "population", "pcpi"]]
+                     .isna().all(axis=1), "not_published_equals_all_three_values_missing"),
+        _frame_check(lambda d: (d[["personal_income_thousands", "population", "pcpi", "log_pcpi", "log_pcpi_rel_us"]]
+                                .isna().any(axis=1) == d["bea_not_published"]),
+                     "values_missing_only_when_not_published"),
+        _frame_check(lambda d: _near_or_missing(f64(d["personal_income_thousands"]) * 1_000 / f64(d["population"]),
+                                                d["pcpi"], tol=1.0),
+                     "pcpi_equals_personal_income_over_population_within_1_dollar"),
+        _frame_check(lambda d: _near_or_missing(d["log_pcpi"], np.log(f64(d["pcpi"]))), "log_pcpi_equals_log_of_pcpi"),
+        _frame_check(lambda d: _near_or_missing(d["log_pcpi_rel_us"], d["log_pcpi"] - np.log(f64(d["us_pcpi"]))),
+                     "log_pcpi_rel_us_equals_log_pcpi_minus_log_us_pcpi"),
+        _frame_check(lambda d: d.groupby("year")["us_pcpi"].transform("nunique") == 1, "one_us_pcpi_per_year"),
+    ]
+    return pa.DataFrameSchema(cols, checks=checks, unique=["fips", "year"], strict=True, ordered=True,
+                              name="us_counties_income")

@@ -75,3 +75,17 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
         notebooks.main(["cache", "--workers", "0"])
     with pytest.raises(ValueError, match="into"):
         notebooks.execute([], into="elsewhere")
+
+
+def test_the_verdict_runs_after_the_chapters_it_reads(tmp_path, monkeypatch):
+    # Chapter 13 reads the other chapters' saved glue records: it must see this run's outputs.
+    d = tmp_path / "book"
+    d.mkdir()
+    ch = _write(d / "03_chapter.ipynb", "import time; time.sleep(2)", "print('chapter')")
+    verdict = _write(d / "13_verdict.ipynb",
+                     "import json; nb = json.load(open('03_chapter.ipynb'))",
+                     "print(''.join(nb['cells'][1]['outputs'][0]['text']))")
+    runs = notebooks.execute([verdict, ch], into="inplace", workers=2, cache_dir=None, log=lambda m: None)
+    assert all(r.ok for r in runs), [r.error for r in runs]
+    out = nbformat.read(verdict, as_version=4).cells[1].outputs[0]["text"]
+    assert out.strip() == "chapter"
