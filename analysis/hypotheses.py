@@ -31,3 +31,14 @@ def equivalence_bounds() -> pd.DataFrame:
     """Smallest effect of interest per outcome, for a one within-county-SD rise in density."""
     sesoi = load_hypotheses()["smallest_effect_of_interest"]
     return pd.DataFrame.from_dict(sesoi, orient="index").rename_axis("outcome")
+
+
+def additions() -> list[dict]:
+    """Dated additions made after the first results (never changes to what was declared)."""
+    return list(load_hypotheses().get("additions", []))
+
+
+def policy_share_of_gradient() -> float:
+    """Smallest effect of policy interest as a share of the pooled gradient (addition A1)."""
+    (a1,) = [a for a in additions() if a["id"] == "A1"]
+    return float(a1["parameters"]["policy_share_of_gradient"])
