@@ -114,6 +114,11 @@ PENNSTATE_COLUMNS: dict[int, dict[str, str]] = {
     },
 }
 ALL_COUNTS = COUNT_COLUMNS + COUNT_COLUMNS_1997
+# Community organisations: every Penn State class except commercial recreation (golf courses,
+# fitness centres, bowling centres and sports teams, which include commercial and professional
+# ones). Per 1,000 people, the unit of assn_per_1k, so the two can stand side by side.
+COMMUNITY_COUNTS: tuple[str, ...] = ("n_religious", "n_civic", "n_business", "n_professional", "n_labour",
+                                     "n_political")
 # Density groups (numerators); 1997 membership sports clubs (SIC 7997) join recreation, whose NAICS
 # successors (713910, 713940) hold them from 2005 on. n_membership_nec is in no group.
 DENSITY_GROUPS: dict[str, tuple[str, ...]] = {
@@ -173,7 +178,7 @@ ANNUAL_COLUMNS = [
 WAVES_COLUMNS = [
     "fips", "year", "state_fips", "state_abbr", "county_name", "census_region", "census_division",
     "pop_size_class", "population", *ALL_COUNTS, "n_nonprofits",
-    "assn_per_1k", *DENSITY_GROUPS, "nonprofits_per_10k", "turnout_pct", "census_response_pct",
+    "assn_per_1k", "community_per_1k", *DENSITY_GROUPS, "nonprofits_per_10k", "turnout_pct", "census_response_pct",
     "unemployment_rate", "labour_force", "employment", "poverty_rate", "child_poverty_rate",
     "median_hh_income", "log_median_hh_income", "geo_adjusted",
 ]
@@ -586,13 +591,14 @@ def build_waves(frames: Mapping[str, pd.DataFrame], crosswalk: pd.DataFrame, sta
     pop = panel["population"].astype("float64")
     for col, parts in DENSITY_GROUPS.items():
         panel[col] = panel[list(parts)].astype("float64").fillna(0).sum(axis=1) / pop * 10_000
+    panel["community_per_1k"] = panel[list(COMMUNITY_COUNTS)].astype("float64").fillna(0).sum(axis=1) / pop * 1_000
     panel["nonprofits_per_10k"] = panel["n_nonprofits"].astype("float64") / pop * 10_000
     panel["log_median_hh_income"] = np.log(panel["median_hh_income"])
     # A county of SOURCE_GAP_MIN_POPULATION+ people with no establishment of any type is a hole in
     # the source coded as zero (the District of Columbia in the 1997 file), not an absence of
     # organisations: its counts and densities are set missing, never read as zero.
     gap = panel[list(ALL_COUNTS)].astype("float64").fillna(0).eq(0).all(axis=1) & (pop >= SOURCE_GAP_MIN_POPULATION)
-    panel.loc[gap, [*ALL_COUNTS, "assn_per_1k", *DENSITY_GROUPS]] = np.nan
+    panel.loc[gap, [*ALL_COUNTS, "assn_per_1k", "community_per_1k", *DENSITY_GROUPS]] = np.nan
     report["source_gaps_set_missing"] = _row_labels(panel[gap])
     merged_any = (panel["_n_ps"] > 1) | (panel["_n_laus"].fillna(1) > 1) | (panel["_n_saipe"].fillna(1) > 1)
     flagged = boundary_flags(panel, crosswalk, "waves")

@@ -171,6 +171,7 @@ def _waves_schema() -> pa.DataFrameSchema:
     cols.update({
         "n_nonprofits": _count(max_missing=0.01),
         "assn_per_1k": _num(0, max_missing=0.001),
+        "community_per_1k": _num(0, max_missing=0.001),
         "civic_religious_per_10k": _num(0, max_missing=0.001),
         "business_prof_labour_political_per_10k": _num(0, max_missing=0.001),
         "recreation_sports_per_10k": _num(0, max_missing=0.001),

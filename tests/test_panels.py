@@ -259,6 +259,8 @@ def test_waves_merge_sums_counts_and_recomputes_densities(waves):
     assert b["n_religious"] == 11 and b["n_membership_nec"] == 6
     assert b["assn_per_1k"] == pytest.approx((n_base + n_city) / 63_000 * 1000)
     assert b["civic_religious_per_10k"] == pytest.approx((3 + 10 + 1 + 1) / 63_000 * 10_000)
+    # community organisations: the six non-recreation classes, county and city, per 1,000
+    assert b["community_per_1k"] == pytest.approx((10 + 3 + 2 + 1 + 1 + 2 + 6) / 63_000 * 1000)
     assert b["turnout_pct"] == pytest.approx((50 * 57_000 + 70 * 6_000) / 63_000)
     # SAIPE: summed counts over summed universes; the median does not aggregate
     assert b["poverty_rate"] == pytest.approx((1_000 + 1_500) / (10_000 + 5_000) * 100)
@@ -534,6 +536,7 @@ def test_source_gap_is_missing_not_zero():
     assert build_report("us_counties_waves")["source_gaps_set_missing"] == ["11001 1997"]
     row = w[(w["fips"] == "11001") & (w["year"] == 1997)].iloc[0]
     assert pd.isna(row["assn_per_1k"]) and pd.isna(row["n_religious"]) and pd.isna(row["civic_religious_per_10k"])
+    assert pd.isna(row["community_per_1k"])
     assert row["population"] > 500_000  # the outcomes and population are kept
     assert w["assn_per_1k"].isna().sum() == 1
 

@@ -32,7 +32,7 @@ def synthetic_waves() -> pd.DataFrame:
                 r[c] = 2 if (c not in ("n_membership_sports", "n_membership_nec") or y == 1997) else None
             n = sum(v for k, v in r.items() if k.startswith("n_") and v is not None)
             r.update({"n_nonprofits": 100, "assn_per_1k": n / 40_000 * 1000,
-                      "civic_religious_per_10k": 1.0, "business_prof_labour_political_per_10k": 2.0,
+                      "community_per_1k": 0.3, "civic_religious_per_10k": 1.0, "business_prof_labour_political_per_10k": 2.0,
                       "recreation_sports_per_10k": 2.0, "nonprofits_per_10k": 25.0, "turnout_pct": 55.0,
                       "census_response_pct": 70.0, "unemployment_rate": 5.0, "labour_force": 20_000,
                       "employment": 19_000, "poverty_rate": 15.0, "child_poverty_rate": 20.0,
