@@ -78,8 +78,17 @@ def _data(args: argparse.Namespace) -> int:
     panels = importlib.import_module("analysis.panels")
     # The builders read raw files through fetch()'s default cache: point it at the directory just
     # verified, or a --cache-dir run would build from data/raw.
-    with using_cache_dir(cache_dir):
-        built = panels.build_all()
+    from analysis.schemas import PanelValidationError, RawInputError
+
+    try:
+        with using_cache_dir(cache_dir):
+            built = panels.build_all()
+    except (RawInputError, PanelValidationError) as exc:
+        # An upstream file that changed shape is the user's to see, not a traceback: the message
+        # names the file, the column and the rows; nothing half-built is kept (writes are atomic).
+        first = str(exc).strip().splitlines()[0]
+        print(f"error: {first}", file=sys.stderr)
+        return 1
     for name, info in built.items():
         print(f"panel {name}: {info}")
     return 0

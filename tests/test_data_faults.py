@@ -546,3 +546,22 @@ def test_timeout_must_be_a_positive_number(value, capsys):
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert "argument --timeout" in err and value in err and "Traceback" not in err
+
+
+# --- a raw file that changed shape: one line from the command line, not a traceback -------------
+
+
+def test_cli_renamed_raw_column_is_one_line(tmp_path, cache, capsys, monkeypatch):
+    from analysis.schemas import RawInputError
+
+    mirror, files = _mirror_with(tmp_path, {"data/alpha.csv": ALPHA})
+    manifest = _write_manifest(tmp_path, files)
+
+    def build_all():
+        raise RawInputError("alpha", "missing column(s) 'cfips'; the file has: fips, year, lf\nmore detail")
+
+    monkeypatch.setitem(sys.modules, "analysis.panels", types.SimpleNamespace(build_all=build_all))
+    rc = main(["data", "--manifest", str(manifest), "--cache-dir", str(cache), "--mirror", str(mirror)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.strip() == "error: alpha: missing column(s) 'cfips'; the file has: fips, year, lf"
