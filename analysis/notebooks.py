@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("into", choices=("cache", "inplace"))
     parser.add_argument("paths", nargs="*", type=Path, help="notebooks (default: every chapter in _toc.yml)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="execution cache (default: %(default)s)")
+    parser.add_argument("--timings", type=Path, default=None,
+                        help="write each notebook's seconds and the wall time as JSON (for make bench)")
     args = parser.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
@@ -184,11 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"no such notebook: {', '.join(missing)}")
     t = time.perf_counter()
-    runs = execute(args.paths or toc_notebooks(), workers=args.workers, into=args.into)
+    runs = execute(args.paths or toc_notebooks(), workers=args.workers, into=args.into, cache_dir=args.cache_dir)
+    wall = time.perf_counter() - t
     failed = [r for r in runs if not r.ok]
     for r in failed:
         print(f"\n{_show(r.path)} failed:\n{r.error}", file=sys.stderr)
-    print(f"{len(runs)} notebooks, {len(failed)} failed, {time.perf_counter() - t:.1f} s wall time")
+    print(f"{len(runs)} notebooks, {len(failed)} failed, {wall:.1f} s wall time")
+    if args.timings:
+        import json
+
+        doc = {"wall_seconds": wall, "workers": args.workers or os.cpu_count(),
+               "notebooks": {r.path.stem: {"seconds": r.seconds, "cached": r.cached, "ok": r.ok} for r in runs}}
+        args.timings.write_text(json.dumps(doc, indent=1) + "\n")
     return 1 if failed else 0
 
 
