@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: help venv lock data data-check book notebooks test test-unit test-notebooks test-book test-site pdf test-pdf linkcheck bench clean clean-data
+.PHONY: help venv lock data data-check book notebooks test test-unit test-notebooks test-book test-site pdf test-pdf linkcheck bench clean clean-data student publish test-launch
 
 help:
 	@echo "make book   build the executed HTML book into _build/html (creates .venv, fetches data)"
@@ -23,7 +23,9 @@ help:
 	@echo "make data   fetch, verify and build every data file;  make data-check  reports the cache"
 	@echo "make bench  print the performance figures"
 	@echo "make notebooks  re-execute every chapter in place (before committing a chapter)"
-	@echo "make lock   re-resolve requirements.in into requirements.lock and environment.yml"
+	@echo "make lock   re-resolve requirements.in into requirements.lock, environment.yml and binder/requirements.txt"
+	@echo "make student  every chapter without its solutions or outputs, for students (make book does it too)"
+	@echo "make publish  after make book and make pdf: the PDF into the site, every link checked (the Pages workflow)"
 
 # The venv is rebuilt whenever the lock changes; the stamp records the lock it was built from.
 # uv installs the exact lock in seconds (pip took about 160 s), with hash checking: a tampered or
@@ -49,6 +51,7 @@ lock: $(STAMP)
 	  echo '# Installed with hash checking: a substituted or tampered package fails the install.'; \
 	  cat .lock.body; } > requirements.lock && rm -f .lock.body
 	$(PY) -m analysis.envfiles requirements.lock > environment.yml
+	$(PY) -m analysis.binder requirements.lock > binder/requirements.txt
 
 data: $(STAMP)
 	$(PY) -m analysis data
@@ -64,8 +67,23 @@ data-check: $(STAMP)
 book: data
 	$(PY) -m analysis.notebooks cache
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	$(PY) -m analysis.student notebooks _build/html/_downloads/student
 	@echo
 	@echo "The book is built. Open: $(CURDIR)/_build/html/index.html"
+
+# Student notebooks: every chapter without its solutions or outputs, plus a zip, written into the
+# built site (_build/html/_downloads/student/) so that they are published with it and linked from
+# the teaching appendix. `make book` writes them after every build (Sphinx leaves them in place).
+student: $(STAMP)
+	$(PY) -m analysis.student notebooks _build/html/_downloads/student
+
+# The site as the Pages workflow publishes it (after `make book` and `make pdf`): the PDF at
+# _build/html/_downloads/third-pillar-tested.pdf, where the preface links to it, and every
+# internal link of the site checked, the PDF's included (a local build without the PDF skips it).
+publish: $(STAMP)
+	mkdir -p _build/html/_downloads
+	cp _build/pdf/third-pillar-tested.pdf _build/html/_downloads/third-pillar-tested.pdf
+	$(PY) -m analysis.site check --require-pdf _build/html
 
 notebooks: data
 	$(PY) -m analysis.notebooks inplace
@@ -88,9 +106,15 @@ test-book: book
 # every figure, and search answering "fixed effects".
 test-site: book
 	bash .ci/install-browser.sh
-	$(PY) -m pytest tests/site/test_site.py
+	$(PY) -m pytest tests/site/test_site.py tests/site/test_accessibility.py
 
-test: test-unit test-notebooks test-book test-site
+# Repository and launch buttons: two one-page books built with and without GitHub Actions'
+# variables (about 15 s); with them, a chapter links Binder and Colab to that repository and
+# branch, and without them no page names any repository.
+test-launch: $(STAMP)
+	$(PY) -m pytest tests/site/test_launch.py
+
+test: test-unit test-launch test-notebooks test-book test-site
 
 # The whole book as one PDF: the single-page HTML build, printed by headless Chromium once
 # MathJax has typeset it; then test-pdf checks that every toc document and figure is in it.

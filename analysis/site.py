@@ -16,9 +16,13 @@ Two halves:
 
 It is also a tiny Sphinx extension (``extra_extensions: [analysis.site]``): :func:`setup`
 removes inline scripts that Sphinx 7.4 writes twice into every page (see
-:func:`dedupe_script_files`).
+:func:`dedupe_script_files`), and sets the repository and launch buttons from the build's
+environment (:func:`configure_repository`): in GitHub Actions they name the repository and
+branch being built; anywhere else there are none, and no repository URL is invented. It also
+writes bibliography entries as list items (:func:`citation_list_roles`, an accessibility fix).
 
-``python -m analysis.site check [_build/html]`` prints the pure-HTML problems;
+``python -m analysis.site check [--require-pdf] [_build/html]`` prints the pure-HTML problems
+(``--require-pdf``: the published PDF must be there, as after ``make publish``);
 ``python -m analysis.site book-pdf`` prints ``_build/singlehtml`` (the toc's root document) to
 ``_build/pdf/third-pillar-tested.pdf``; ``python -m analysis.site pdf PAGE.html OUT.pdf
 [ASSET_ROOT]`` prints any page.
@@ -45,6 +49,12 @@ from analysis.paths import ROOT
 #: The book's table of contents, and where `make pdf` writes the PDF.
 TOC_PATH = ROOT / "_toc.yml"
 PDF_PATH = ROOT / "_build" / "pdf" / "third-pillar-tested.pdf"
+#: Where the published site holds the PDF (`make publish` copies it there; the preface links it).
+PUBLISHED_PDF = "_downloads/third-pillar-tested.pdf"
+#: Internal link targets that a local build may lack: the PDF exists only after `make pdf` and
+#: `make publish`. A link to a missing optional target is not a problem unless it is required
+#: (``check_links(optional=())``, ``check --require-pdf``); one that exists is checked as usual.
+OPTIONAL_TARGETS = (PUBLISHED_PDF,)
 #: Folders of a Sphinx build that hold assets, not pages.
 ASSET_DIRS = ("_static", "_sources", "_images", "_downloads", ".doctrees")
 #: (tag, attribute) pairs whose value is a URL the page needs or offers.
@@ -166,12 +176,15 @@ def _parsed_pages(root, pages=None):
         yield page, _rel(page, root), parse_page(page)
 
 
-def check_links(root, pages=None) -> list[Problem]:
+def check_links(root, pages=None, optional=OPTIONAL_TARGETS) -> list[Problem]:
     """Broken internal links, images and scripts, and ``#anchors`` that name no element.
 
-    External URLs (http, https, mailto, ...) are left to ``make linkcheck``.
+    External URLs (http, https, mailto, ...) are left to ``make linkcheck``. A link to one of the
+    ``optional`` targets (paths relative to the site) that is missing is not reported: by default
+    the PDF, which only a published build has (see :data:`OPTIONAL_TARGETS`).
     """
     root = _site_root(root)
+    optional = {root / rel for rel in optional}
     problems = []
     for page, rel_page, soup in _parsed_pages(root, pages):
         for tag_name, attr in URL_ATTRS:
@@ -184,6 +197,8 @@ def check_links(root, pages=None) -> list[Problem]:
                     target.relative_to(root)
                 except ValueError:
                     problems.append(Problem(rel_page, "link outside the site", f"{_describe(tag)} {attr}={url!r}"))
+                    continue
+                if not target.is_file() and target in optional:
                     continue
                 if not target.is_file():
                     kind = "broken image" if tag_name == "img" else "broken link"
@@ -261,7 +276,8 @@ def check_xrefs(root, pages=None) -> list[Problem]:
     for page, rel_page, soup in _parsed_pages(root, pages):
         for tag in soup.find_all(class_=True):
             classes = tag.get("class") or []
-            if "xref" in classes and ("missing" in classes or not _has_link_ancestor(tag)):
+            is_link = tag.name == "a" and tag.has_attr("href")  # e.g. {nb-exec-table}'s document links
+            if "xref" in classes and ("missing" in classes or not (is_link or _has_link_ancestor(tag))):
                 problems.append(Problem(rel_page, "unresolved cross-reference", f"{' '.join(classes)}: {tag.get_text(strip=True)!r}"))
             elif "bibtex-citation" in classes and tag.find("a", href=True) is None:
                 problems.append(Problem(rel_page, "unresolved citation", f"{_describe(tag)} id={tag.get('id')!r}"))
@@ -288,9 +304,11 @@ def check_glue_text(root, pages=None) -> list[Problem]:
     return problems
 
 
-def check_site(root) -> list[Problem]:
-    """All pure-HTML checks of the built site at ``root``."""
-    return check_links(root) + check_alt_text(root) + check_xrefs(root) + check_glue_text(root)
+def check_site(root, require_pdf: bool = False) -> list[Problem]:
+    """All pure-HTML checks of the built site at ``root``; with ``require_pdf``, a link to the
+    published PDF must resolve too (as on the published site)."""
+    links = check_links(root, optional=() if require_pdf else OPTIONAL_TARGETS)
+    return links + check_alt_text(root) + check_xrefs(root) + check_glue_text(root)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,17 +651,118 @@ def _dedupe_page_scripts(app, pagename, templatename, context, doctree):
         context["script_files"] = dedupe_script_files(context["script_files"])
 
 
+# ---------------------------------------------------------------------------------------------
+# Sphinx extension: repository and launch buttons only where the repository is known
+
+#: The repository URL that jupyter-book's default configuration gives every book that names none
+#: (``repository: url:`` in its default_config.yml). It is not this book's repository.
+JUPYTER_BOOK_DEFAULT_REPOSITORY = "https://github.com/executablebooks/jupyter-book"
+BINDERHUB_URL = "https://mybinder.org"
+COLAB_URL = "https://colab.research.google.com"
+#: The variables GitHub Actions sets in every job (server, owner/name, branch or tag).
+GITHUB_VARIABLES = ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_REF_NAME")
+
+
+def repository_options(environ=None) -> dict:
+    """The theme options that name the book's repository, from the environment of a build.
+
+    In GitHub Actions (``GITHUB_SERVER_URL``, ``GITHUB_REPOSITORY`` and ``GITHUB_REF_NAME`` all
+    set) the repository is known: the repository, issues and edit buttons and the Binder and
+    Colab launch buttons point to it at the branch being built (JupyterHub too when
+    ``BOOK_JUPYTERHUB_URL`` names a hub). Anywhere else the repository is not known, and the
+    options switch every button that would need it off, with an empty ``repository_url``
+    (never jupyter-book's default, which is another project's repository). The book's files sit
+    at the top of the repository (``_toc.yml`` names ``book/...``), so ``path_to_docs`` is empty.
+    """
+    env = os.environ if environ is None else environ
+    server, repository, branch = (env.get(k, "").strip() for k in GITHUB_VARIABLES)
+    if not (server and repository and branch):
+        return {
+            "repository_url": "",
+            "repository_branch": "",
+            "path_to_docs": "",
+            "use_repository_button": False,
+            "use_issues_button": False,
+            "use_edit_page_button": False,
+            "launch_buttons": {},
+        }
+    launch = {
+        "notebook_interface": "jupyterlab",
+        "binderhub_url": BINDERHUB_URL,
+        "colab_url": COLAB_URL,
+    }
+    hub = env.get("BOOK_JUPYTERHUB_URL", "").strip()
+    if hub:
+        launch["jupyterhub_url"] = hub.rstrip("/")
+    return {
+        "repository_url": f"{server.rstrip('/')}/{repository.strip('/')}",
+        "repository_branch": branch,
+        "path_to_docs": "",
+        "use_repository_button": True,
+        "use_issues_button": True,
+        "use_edit_page_button": True,
+        "launch_buttons": launch,
+    }
+
+
+def base_url(environ=None) -> str:
+    """The published site's address (``BOOK_BASE_URL``, which the Pages workflow sets from
+    ``actions/configure-pages``), with a trailing slash; empty when not set."""
+    env = os.environ if environ is None else environ
+    url = env.get("BOOK_BASE_URL", "").strip()
+    return url.rstrip("/") + "/" if url else ""
+
+
+def configure_repository(app, config, environ=None) -> None:
+    """``config-inited``: set the repository, launch buttons and base URL from the environment.
+
+    jupyter-book 1 turns ``_config.yml`` into ``html_theme_options`` before Sphinx starts, and
+    fills in its own repository (``executablebooks/jupyter-book``) when the book names none;
+    this replaces those options with :func:`repository_options` so that a button or link never
+    names a repository that is not the book's. ``html_baseurl`` (the canonical address of each
+    page) is set from ``BOOK_BASE_URL`` when given.
+    """
+    options = dict(config.html_theme_options or {})
+    options.update(repository_options(environ))
+    config.html_theme_options = options
+    url = base_url(environ)
+    if url:
+        config.html_baseurl = url
+
+
+def citation_list_roles(body: str) -> str:
+    """A page's HTML with each bibliography entry in the role its list needs.
+
+    docutils writes the bibliography as ``<div role="list">`` of ``<div role="doc-biblioentry">``;
+    DPUB-ARIA 1.1 deprecated ``doc-biblioentry`` (an entry of a list is a ``listitem``), so
+    assistive technology and axe (rule aria-required-children, critical) see a list whose
+    children are the entries' DOI links.
+    """
+    return body.replace('role="doc-biblioentry"', 'role="listitem"')
+
+
+def _fix_citation_roles(app, pagename, templatename, context, doctree):
+    if "doc-biblioentry" in context.get("body", ""):
+        context["body"] = citation_list_roles(context["body"])
+
+
 def setup(app):
-    """Sphinx entry point: write each script once per page."""
+    """Sphinx entry point: write each script once per page; repository and launch buttons
+    from the build's environment (:func:`configure_repository`); bibliography entries as list
+    items (:func:`citation_list_roles`)."""
+    app.connect("config-inited", configure_repository)
     app.connect("html-page-context", _dedupe_page_scripts, priority=900)
+    app.connect("html-page-context", _fix_citation_roles)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["check"]:
-        root = argv[1] if len(argv) > 1 else "_build/html"
-        problems = check_site(root)
+        require_pdf = "--require-pdf" in argv
+        rest = [a for a in argv[1:] if a != "--require-pdf"]
+        root = rest[0] if rest else "_build/html"
+        problems = check_site(root, require_pdf=require_pdf)
         for p in problems:
             print(p)
         print(f"{len(html_pages(root))} pages, {len(problems)} problems")
@@ -659,7 +778,7 @@ def main(argv=None) -> int:
         out = print_pdf(argv[1], argv[2], root=argv[3] if len(argv) == 4 else None)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
         return 0
-    print("usage: python -m analysis.site check [SITE_DIR] | book-pdf [SINGLEHTML_DIR] [OUT.pdf] | pdf HTML_FILE OUT.pdf [ASSET_ROOT]", file=sys.stderr)
+    print("usage: python -m analysis.site check [--require-pdf] [SITE_DIR] | book-pdf [SINGLEHTML_DIR] [OUT.pdf] | pdf HTML_FILE OUT.pdf [ASSET_ROOT]", file=sys.stderr)
     return 2
 
 
