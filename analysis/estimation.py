@@ -407,12 +407,13 @@ def validate(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
 
     Raises :class:`SpecificationError` for: an unknown variable (named, with close
     matches), a non-numeric variable, a missing state column when the specification needs
-    one, missing or duplicated (entity, time) keys (with examples), an empty sample, and a
-    regressor or control that the effects absorb (no variation within units under unit
-    effects or first differences, within periods under period effects, within
-    state-periods under state-by-period effects, or between units for ``between``).
-    Rows with a missing value in the outcome, a regressor, a control or a needed state are
-    dropped (listwise), as linearmodels would.
+    one, missing or duplicated (entity, time) keys (with examples), an infinite value
+    (``inf`` or ``-inf``) in the outcome, a regressor or a control (with the first rows), an
+    empty sample, and a regressor or control that the effects absorb (no variation within
+    units under unit effects or first differences, within periods under period effects,
+    within state-periods under state-by-period effects, or between units for ``between``).
+    Rows with a missing value (NaN) in the outcome, a regressor, a control or a needed
+    state are dropped (listwise), as linearmodels would.
     """
     df = _frame_with_ids(spec, df)
     cols = df.columns
@@ -450,6 +451,7 @@ def validate(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
             f"{int(df.loc[dup, keys].drop_duplicates().shape[0])} duplicated key(s), e.g. {ex}. "
             "Aggregate or deduplicate before estimating."
         )
+    _check_finite(spec, df)
 
     model_vars = [spec.outcome, *spec.variables]
     keep_cols = list(dict.fromkeys(keys + ([spec.state] if spec._needs_state else []) + model_vars))
@@ -466,6 +468,27 @@ def validate(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
 
     _check_absorbed(spec, sample)
     return sample
+
+
+def _check_finite(spec: ModelSpec, df: pd.DataFrame) -> None:
+    """Raise if the outcome, a regressor or a control holds ``inf`` or ``-inf``, naming the rows.
+
+    Every row is checked, not only the complete ones: NaN means "missing" and drops the row,
+    but an infinity is a bad value (e.g. the log of 0), which linearmodels would otherwise
+    report as a singular matrix or as no within-unit variation, without naming the column.
+    """
+    for name, role in [(spec.outcome, "outcome")] + [(r, "regressor") for r in spec.regressors] + [
+        (c, "control") for c in spec.controls
+    ]:
+        bad = np.isinf(df[name].to_numpy(dtype=float, na_value=np.nan))
+        if bad.any():
+            rows = df.loc[bad, [spec.entity, spec.time]].head(5)
+            ex = ", ".join(f"({e!r}, {t!r})" for e, t in rows.itertuples(index=False))
+            raise SpecificationError(
+                f"{role} {name!r} has {int(bad.sum())} infinite value(s) (inf or -inf), e.g. at "
+                f"({spec.entity}, {spec.time}) = {ex}. Set them to NaN to drop those rows, or fix the "
+                "transformation that produced them (e.g. the log of 0)."
+            )
 
 
 def _constant_within(sample: pd.DataFrame, by, var: str) -> bool:

@@ -14,10 +14,13 @@ A specification is data. A *grid* maps each choice to the options to try::
 :func:`expand_grid` takes the Cartesian product, drops the incoherent combinations listed
 in :data:`EXCLUSIONS` (and says which), and :func:`check_grid` checks every choice and
 every option against the data, and builds every specification's sample, *before* anything
-is fitted: an unknown choice or option, or an empty sample, raises
-:class:`MultiverseError` naming the choice. :func:`run_multiverse` returns one row per
-specification: the choices, then ``estimate``, ``se``, ``ci_low``, ``ci_high`` (95%),
-``p``, ``nobs``, ``n_units``, and the standardised estimates of :func:`standardise`.
+is fitted: an unknown choice or option (also in a specification table given directly), a
+missing column, duplicated or missing (county, wave) keys, an infinite value, an empty
+sample, and a degenerate one (a single county, or a density or control that is constant or
+absorbed by the estimator's effects) raise :class:`MultiverseError` naming the choice.
+:func:`run_multiverse` returns one row per specification: the choices, then ``estimate``,
+``se``, ``ci_low``, ``ci_high`` (95%), ``p``, ``nobs``, ``n_units``, and the standardised
+estimates of :func:`standardise`.
 
 Choices
 -------
@@ -66,6 +69,7 @@ into place), so a rebuild with unchanged inputs reads it back instead of refitti
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -206,13 +210,7 @@ def expand_grid(grid: Mapping[str, Sequence[str]], exclusions=EXCLUSIONS) -> tup
         for o in opts:
             if not isinstance(o, str):
                 raise MultiverseError(f"Choice {choice!r}: options are names (str), not {o!r}.")
-        if choice in _OPTIONS:
-            bad = [o for o in opts if o not in _OPTIONS[choice]]
-            if bad:
-                raise MultiverseError(
-                    f"Choice {choice!r} has unknown option {bad[0]!r}; expected one of "
-                    f"{', '.join(map(repr, _OPTIONS[choice]))}."
-                )
+        _check_options(choice, opts)
         full[choice] = opts
     rows = [dict(zip(CHOICES, combo)) for combo in itertools.product(*(full[c] for c in CHOICES))]
     kept, dropped = [], []
@@ -242,13 +240,73 @@ def _slim(df: pd.DataFrame, specs: pd.DataFrame) -> pd.DataFrame:
     return df[[c for c in _used_columns(specs) if c in df.columns]].copy()
 
 
-def check_grid(df: pd.DataFrame, specs: pd.DataFrame) -> pd.DataFrame:
-    """Check every specification against ``df`` before fitting; return the sample sizes.
+def _did_you_mean(name: str, options) -> str:
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(map(repr, close))}?" if close else ""
 
-    Raises :class:`MultiverseError` naming the choice for: a missing id column, an outcome,
-    density or control column that is absent or not numeric, and any specification whose
-    sample is empty (or has no more rows than coefficients) after its filters. Returns
-    ``specs`` with ``nobs`` and ``n_units`` of each sample.
+
+def _check_options(choice: str, opts) -> None:
+    """Raise for an option of ``choice`` that the engine does not know (fixed option lists only)."""
+    if choice in _OPTIONS:
+        bad = [o for o in opts if o not in _OPTIONS[choice]]
+        if bad:
+            raise MultiverseError(
+                f"Choice {choice!r} has unknown option {bad[0]!r}; expected one of "
+                f"{', '.join(map(repr, _OPTIONS[choice]))}." + _did_you_mean(bad[0], _OPTIONS[choice])
+            )
+
+
+def _check_specs(specs: pd.DataFrame) -> None:
+    """Check a specification table given directly (not built by :func:`expand_grid`).
+
+    Its options are otherwise trusted: an unknown ``sample`` or ``timing`` would run as
+    ``all`` or ``same`` under the wrong label, and an unknown ``controls`` raise a KeyError.
+    """
+    if not isinstance(specs, pd.DataFrame):
+        raise MultiverseError(f"A specification table is a pandas DataFrame, not {type(specs).__name__}.")
+    for choice in CHOICES:
+        if choice not in specs.columns:
+            raise MultiverseError(
+                f"The specification table has no column {choice!r}; it needs one per choice "
+                f"({', '.join(map(repr, CHOICES))})." + _did_you_mean(choice, specs.columns)
+            )
+    for choice in CHOICES:
+        opts = specs[choice].unique()
+        odd = [o for o in opts if not isinstance(o, str)]
+        if odd:
+            raise MultiverseError(f"Choice {choice!r}: options are names (str), not {odd[0]!r}.")
+        _check_options(choice, opts)
+
+
+def _key_examples(df: pd.DataFrame, rows: np.ndarray) -> str:
+    """Up to five (county, wave) keys of the rows flagged in ``rows``, for error messages."""
+    keys = df.loc[rows, [ENTITY, TIME]].drop_duplicates().head(5)
+    return ", ".join(f"({e!r}, {t!r})" for e, t in keys.itertuples(index=False))
+
+
+def _check_keys(df: pd.DataFrame) -> None:
+    """Every row needs a county and a wave, and each (county, wave) once: a duplicated row would
+    be fitted as one more observation (and shift the estimate) without any warning."""
+    for c in (ENTITY, TIME):
+        n_missing = int(df[c].isna().sum())
+        if n_missing:
+            raise MultiverseError(f"The {c!r} column has {n_missing} missing value(s); every row needs a key.")
+    dup = df.duplicated([ENTITY, TIME], keep=False).to_numpy()
+    if dup.any():
+        n_keys = int(df.loc[dup, [ENTITY, TIME]].drop_duplicates().shape[0])
+        raise MultiverseError(
+            f"The panel is not uniquely indexed by ({ENTITY}, {TIME}): {int(dup.sum())} rows share {n_keys} "
+            f"duplicated key(s), e.g. {_key_examples(df, dup)}. Aggregate or deduplicate before running the "
+            "multiverse."
+        )
+
+
+def _check_columns(df: pd.DataFrame, specs: pd.DataFrame) -> pd.DataFrame:
+    """Check the data against the specifications' columns; return ``df`` with ``log_population``.
+
+    Raises for a missing id column, duplicated or missing keys, an outcome, density or
+    control column that is absent (with close matches), not numeric or holds an infinite
+    value, and a density that is also the outcome or a control (or an outcome that is a control).
     """
     if not isinstance(df, pd.DataFrame):
         raise MultiverseError(f"The data must be a pandas DataFrame, not {type(df).__name__}.")
@@ -256,10 +314,14 @@ def check_grid(df: pd.DataFrame, specs: pd.DataFrame) -> pd.DataFrame:
     for c in (ENTITY, TIME, STATE):
         if c not in df.columns:
             raise MultiverseError(f"The panel needs an id column {c!r}.")
+    _check_keys(df)
     for choice in ("outcome", "density"):
         for col in specs[choice].unique():
             if col not in df.columns:
-                raise MultiverseError(f"Choice {choice!r} has unknown option {col!r}: it is not a column of the data.")
+                raise MultiverseError(
+                    f"Choice {choice!r} has unknown option {col!r}: it is not a column of the data."
+                    + _did_you_mean(col, df.columns)
+                )
             if not pd.api.types.is_numeric_dtype(df[col]):
                 raise MultiverseError(f"Choice {choice!r}: column {col!r} is not numeric ({df[col].dtype}).")
     for name in specs["controls"].unique():
@@ -267,38 +329,114 @@ def check_grid(df: pd.DataFrame, specs: pd.DataFrame) -> pd.DataFrame:
             if col not in df.columns:
                 raise MultiverseError(
                     f"Choice 'controls' option {name!r} needs column {col!r}, which is not in the data."
+                    + _did_you_mean(col, df.columns)
+                )
+            if not pd.api.types.is_numeric_dtype(df[col]):
+                raise MultiverseError(
+                    f"Choice 'controls' option {name!r}: column {col!r} is not numeric ({df[col].dtype})."
                 )
     if "population" not in df.columns and "pop10k" in set(specs["sample"]):
         raise MultiverseError("Choice 'sample' option 'pop10k' needs a 'population' column.")
+    # The fast path drops non-finite rows as missing, prepare_sample keeps them: neither should see one.
+    model_cols = [*specs["outcome"].unique(), *specs["density"].unique(),
+                  *(c for name in specs["controls"].unique() for c in CONTROL_SETS[name])]
+    for col in dict.fromkeys(model_cols):
+        bad = np.isinf(df[col].to_numpy(dtype=float, na_value=np.nan))
+        if bad.any():
+            raise MultiverseError(
+                f"Column {col!r} has {int(bad.sum())} infinite value(s) (inf or -inf), e.g. at ({ENTITY}, {TIME}) "
+                f"= {_key_examples(df, bad)}. Set them to NaN (missing) or fix the transformation that made them."
+            )
     same = specs[["outcome", "density"]].apply(lambda r: r.iloc[0] == r.iloc[1], axis=1)
     if same.any():
         raise MultiverseError(f"Choice 'density': {specs.loc[same, 'density'].iloc[0]!r} is also the outcome.")
+    for (dens, name), _ in specs.groupby(["density", "controls"], sort=False):
+        if dens in CONTROL_SETS[name]:
+            raise MultiverseError(f"Choice 'density': {dens!r} is also a control of {name!r}.")
+    for (outcome, name), _ in specs.groupby(["outcome", "controls"], sort=False):
+        if outcome in CONTROL_SETS[name]:
+            raise MultiverseError(f"Choice 'outcome': {outcome!r} is also a control of {name!r}.")
+    return df
+
+
+def check_grid(df: pd.DataFrame, specs: pd.DataFrame) -> pd.DataFrame:
+    """Check every specification against ``df`` before fitting; return the sample sizes.
+
+    Raises :class:`MultiverseError` naming the choice for: a specification table with a
+    missing choice or an unknown option; a missing id column; missing or duplicated
+    (county, wave) keys (with examples); an outcome, density or control column that is
+    absent (with close matches), not numeric or holds an infinite value; and any
+    specification whose sample is empty, has fewer than two counties (to cluster by), no
+    more rows than coefficients, or a density or control that is constant or absorbed by
+    the estimator's effects (:func:`_why_degenerate`). Returns ``specs`` with ``nobs`` and
+    ``n_units`` of each sample.
+    """
+    _check_specs(specs)
+    df = _check_columns(df, specs)
     slim = _slim(df, specs)
     frames: dict = {}
     sizes = []
     seen: dict = {}
+    # Which estimators use each sample, so each sample's degeneracy is checked once per estimator.
+    uses: dict = {}
+    degenerate = None
+    for spec in specs.to_dict("records"):
+        uses.setdefault(_sample_key(spec), set()).add(spec["estimator"])
     for spec in specs.to_dict("records"):
         key = (spec["sample"], spec["timing"], spec["estimator"] == "long-diff")
         if key not in frames:
-            frames[key] = _base_frame(slim, *key)
-        skey = (*key, spec["outcome"], spec["density"], spec["controls"])
+            frames[key] = (_base_frame(slim, *key), {})
+        base, memo = frames[key]
+        skey = _sample_key(spec)
         if skey not in seen:
-            d = _spec_rows(frames[key], spec)
-            seen[skey] = (len(d), d[ENTITY].nunique())
-        nobs, n_units = seen[skey]
+            d = _spec_rows(base, spec)
+            why = {}
+            if len(d):  # checked on the arrays that _run_chunk will fit
+                V, unit, year, state = _spec_arrays(base, spec, memo)
+                cache: dict = {}
+                why = {e: _why_degenerate(V[:, 1:], unit, year, state, e, cache) for e in uses[skey]}
+            seen[skey] = (len(d), d[ENTITY].nunique(), why)
+        nobs, n_units, why = seen[skey]
         k = 1 + len(CONTROL_SETS[spec["controls"]])
         n_eff = nobs - (n_units if spec["estimator"] in ("fd", "long-diff") else 0)
+        where = (f"(with timing {spec['timing']!r}, estimator {spec['estimator']!r}, outcome "
+                 f"{spec['outcome']!r}, density {spec['density']!r})")
+        j, reason = why.get(spec["estimator"]) or (None, None)
+        if nobs and j is None and reason is not None:  # too few counties: say so before counting rows
+            raise MultiverseError(f"Choice 'sample' option {spec['sample']!r} {where} leaves {reason}.")
         if n_eff <= k + 1:
             raise MultiverseError(
-                f"Choice 'sample' option {spec['sample']!r} (with timing {spec['timing']!r}, estimator "
-                f"{spec['estimator']!r}, outcome {spec['outcome']!r}, density {spec['density']!r}) leaves "
+                f"Choice 'sample' option {spec['sample']!r} {where} leaves "
                 f"{'no rows' if nobs == 0 else f'only {n_eff} usable rows'} after its filters."
             )
+        if reason is not None and degenerate is None:
+            degenerate = _degenerate_message(spec, j, reason)
         sizes.append((nobs, n_units))
+    # After every sample's size: a sample that is too small is the more basic fault to report.
+    if degenerate is not None:
+        raise MultiverseError(degenerate)
     out = specs.copy()
     out["nobs"] = [s[0] for s in sizes]
     out["n_units"] = [s[1] for s in sizes]
     return out
+
+
+def _sample_key(spec: Mapping) -> tuple:
+    """What a specification's rows depend on (all but the estimator, except for long-diff)."""
+    return (spec["sample"], spec["timing"], spec["estimator"] == "long-diff", spec["outcome"], spec["density"],
+            spec["controls"])
+
+
+def _degenerate_message(spec: Mapping, j: int, reason: str) -> str:
+    """The error for column ``j`` of a specification's regressors (0: the density, then the controls)."""
+    lag = " (lagged one wave)" if spec["timing"] == "lag1" else ""
+    where = (f"(with estimator {spec['estimator']!r}, sample {spec['sample']!r}, timing {spec['timing']!r}, "
+             f"outcome {spec['outcome']!r}")
+    if j == 0:
+        return f"Choice 'density' option {spec['density']!r} {where}){lag} {reason}: its slope cannot be estimated."
+    name = CONTROL_SETS[spec["controls"]][j - 1]
+    return (f"Choice 'controls' option {spec['controls']!r} {where}, density {spec['density']!r}): column "
+            f"{name!r}{lag} {reason}: its coefficient cannot be estimated.")
 
 
 # --------------------------------------------------------------------------------------
@@ -360,10 +498,94 @@ def _spec_rows(base: pd.DataFrame, spec: Mapping) -> pd.DataFrame:
     return d
 
 
+def _varies_within(M: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """For each column of M: does it vary within at least one group of ``codes``?
+
+    Each value is compared with one row of its group; a column counts as constant when
+    every difference is within 1e-12 of its size (at least 1), the tolerance of
+    ``analysis.estimation``'s absorption checks.
+    """
+    member = np.empty(codes.max() + 1, dtype=np.int64)
+    member[codes] = np.arange(len(codes))  # some row of each group (which one does not matter)
+    spread = np.abs(M - M[member[codes]]).max(axis=0)
+    return spread > 1e-12 * np.maximum(np.abs(M).max(axis=0), 1.0)
+
+
+# What each estimator's effects absorb: (grouping within which a column must vary, why not).
+_WAVE = ("wave", "does not vary across counties within any wave, so the wave effects absorb it")
+_COUNTY = ("county", "is constant over time within every county, so the county effects absorb it")
+_DIFF = ("diff", ("changes by the same amount in every county between each pair of consecutive waves, so the "
+                  "period intercepts of the differences absorb it"))
+_STATE_WAVE = ("state-wave", ("does not vary across the counties of any state within a wave, so the "
+                              "state-by-wave effects absorb it"))
+_ABSORBED: dict[str, list[tuple[str, str]]] = {
+    "pooled": [_WAVE],
+    "fe": [_COUNTY],
+    "twfe": [_COUNTY, _WAVE],
+    "state-year": [_COUNTY, _STATE_WAVE],
+    "fd": [_DIFF],
+    "long-diff": [_DIFF],
+}
+
+
+def _why_degenerate(M: np.ndarray, unit: np.ndarray, year: np.ndarray, state: np.ndarray, estimator: str,
+                    cache: dict | None = None) -> tuple[int | None, str] | None:
+    """Why ``estimator`` cannot estimate the slopes of the columns of ``M`` (density, then
+    controls; rows sorted by county and wave, as :func:`_fit_arrays` takes them), or None.
+
+    Returns ``(None, reason)`` when there are fewer than two county clusters (the CR1
+    correction divides by G - 1, the t distribution has G - 1 degrees of freedom), or
+    ``(j, reason)`` for a column that is constant or that the estimator's effects absorb
+    (:data:`_ABSORBED`): each would make the design singular. These are necessary
+    conditions, as in ``analysis.estimation``: a column collinear with the others (say, a
+    control equal to the density plus a county level) passes them. ``cache`` holds what
+    estimators on the same rows share.
+    """
+    if estimator not in _ABSORBED:
+        raise MultiverseError(f"Choice 'estimator' has unknown option {estimator!r}.")
+    c = {} if cache is None else cache
+    diff = estimator in ("fd", "long-diff")
+    if diff and "differences" not in c:
+        c["differences"] = _differences(M, unit, year)
+    clusters = c["differences"][2] if diff else unit  # sorted: count the changes, not np.unique
+    G = int(len(clusters) > 0) + int(np.count_nonzero(clusters[1:] != clusters[:-1]))
+    if G < 2:
+        return None, (f"{'no county' if G == 0 else f'only {G} county'}{' with two consecutive waves' if diff else ''}"
+                      ": standard errors clustered by county need at least two")
+    for j in range(M.shape[1]):
+        if np.ptp(M[:, j]) == 0:
+            return j, f"is constant in the sample (every value is {M[0, j]:g})"
+    for grouping, reason in _ABSORBED[estimator]:
+        key = "varies within " + grouping
+        if key not in c:
+            if grouping == "diff":
+                c[key] = _varies_within(*c["differences"][:2])
+            elif grouping == "county":
+                c[key] = _varies_within(M, unit)
+            elif grouping == "wave":
+                c[key] = _varies_within(M, _codes(year))
+            else:  # the state-by-wave cells of _fit_arrays
+                c[key] = _varies_within(M, _codes(state.astype(np.int64) * 10_000 + year))
+        bad = np.flatnonzero(~c[key])
+        if bad.size:
+            return int(bad[0]), reason
+    return None
+
+
+def _differences(M: np.ndarray, unit: np.ndarray, year: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Differences of M between consecutive waves of the sample (rows sorted by unit, wave), as
+    :func:`_fit_arrays` takes them: the differences, their period codes and their units."""
+    pos = np.unique(year, return_inverse=True)[1]
+    ok = np.zeros(len(M), dtype=bool)
+    ok[1:] = (unit[1:] == unit[:-1]) & (pos[1:] - pos[:-1] == 1)
+    return (M[1:] - M[:-1])[ok[1:]], _codes(pos[1:][ok[1:]]), unit[1:][ok[1:]]
+
+
 def prepare_sample(df: pd.DataFrame, spec: Mapping) -> pd.DataFrame:
     """The estimation sample of one specification (levels; columns ``y``, ``x``, ``w0``...)."""
     specs = pd.DataFrame([dict(spec)], columns=list(CHOICES))
-    slim = _slim(df, specs)
+    _check_specs(specs)
+    slim = _slim(_check_columns(df, specs), specs)
     return _spec_rows(_base_frame(slim, spec["sample"], spec["timing"], spec["estimator"] == "long-diff"), spec)
 
 
@@ -421,13 +643,18 @@ def fit_spec(sample: pd.DataFrame, estimator: str) -> dict:
 
     Returns ``estimate`` (per unit of density, outcome units), ``se`` (clustered by county,
     CR1), ``ci_low``/``ci_high`` (95%, :math:`t_{G-1}`), ``p``, ``nobs`` (rows in levels),
-    ``n_units``.
+    ``n_units``. Raises :class:`MultiverseError`, before fitting, if the sample is degenerate
+    (fewer than two counties, or ``x`` or a control constant or absorbed by the effects).
     """
     d = sample.sort_values([ENTITY, TIME])
     rhs = ["x"] + [c for c in d.columns if c.startswith("w")]
     V = d[["y", *rhs]].to_numpy(dtype=float)
-    return _fit_arrays(V, _codes(d[ENTITY].to_numpy()), d[TIME].to_numpy(dtype=np.int64),
-                       _codes(d[STATE].to_numpy()), estimator)
+    unit, years, state = _codes(d[ENTITY].to_numpy()), d[TIME].to_numpy(dtype=np.int64), _codes(d[STATE].to_numpy())
+    why = _why_degenerate(V[:, 1:], unit, years, state, estimator) if len(d) else (None, "has no rows")
+    if why is not None:
+        j, reason = why
+        raise MultiverseError(f"The sample {reason}." if j is None else f"Column {rhs[j]!r} {reason}.")
+    return _fit_arrays(V, unit, years, state, estimator)
 
 
 def _fit_arrays(V: np.ndarray, unit: np.ndarray, years: np.ndarray, state: np.ndarray, estimator: str) -> dict:
@@ -499,7 +726,12 @@ def _run_chunk(slim: pd.DataFrame, specs: list[dict]) -> list[dict]:
         if key not in frames:
             frames[key] = (_base_frame(slim, *key), {})
         base, memo = frames[key]
-        out.append({**spec, **_fit_arrays(*_spec_arrays(base, spec, memo), spec["estimator"])})
+        try:
+            out.append({**spec, **_fit_arrays(*_spec_arrays(base, spec, memo), spec["estimator"])})
+        except np.linalg.LinAlgError as err:
+            # check_grid's degeneracy checks are necessary conditions; name what slipped past them
+            choices = ", ".join(f"{c}={spec[c]!r}" for c in CHOICES)
+            raise MultiverseError(f"The design of the specification ({choices}) is singular: {err}.") from err
     return out
 
 
@@ -564,6 +796,7 @@ def run_multiverse(
     added by :func:`standardise`, on ``standardise_by`` (default ``df``).
     """
     specs = grid if isinstance(grid, pd.DataFrame) else expand_grid(grid)[0]
+    _check_specs(specs)
     specs = specs[list(CHOICES)].reset_index(drop=True)
     if specs.empty:
         raise MultiverseError("The grid has no specification left after the exclusions.")
@@ -995,6 +1228,7 @@ def permutation_test(
     permutation p-value, (1 + #{null >= observed}) / reps (#{null <= observed} for the
     share significant against the thesis). Cached like :func:`run_multiverse`.
     """
+    _check_specs(specs)
     specs = specs[list(CHOICES)]
     specs = specs.loc[specs["estimator"].isin(WITHIN_ESTIMATORS)].reset_index(drop=True)
     check_grid(df, specs)

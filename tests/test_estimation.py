@@ -350,6 +350,37 @@ def test_missing_values_are_dropped_and_counted(panel):
     assert len(validate(spec(), data)) == len(panel) - 10
 
 
+@pytest.mark.parametrize(
+    "column, role, estimator",
+    [
+        ("x", "regressor", "twfe"),
+        ("x", "regressor", "fd"),
+        ("x", "regressor", "pooled"),
+        ("y", "outcome", "twfe"),
+        ("y", "outcome", "pooled"),
+        ("z", "control", "re"),
+    ],
+)
+def test_infinite_values_are_named(panel, no_fitting, column, role, estimator):
+    data = panel.copy()
+    rows = [2, 11, 12, 30, 41, 57, 60]
+    data.loc[rows, column] = [np.inf, -np.inf, np.inf, np.inf, -np.inf, np.inf, np.inf]
+    with pytest.raises(SpecificationError, match=f"{role} '{column}' has 7 infinite value") as err:
+        fit(spec(estimator=estimator), data)
+    message = str(err.value)
+    keys = [f"({str(data.loc[r, 'fips'])!r}, {int(data.loc[r, 'year'])!r})" for r in rows]
+    assert all(k in message for k in keys[:5])  # the first five offending rows, by (fips, year)
+    assert not any(k in message for k in keys[5:])
+
+
+def test_infinite_value_in_a_row_with_a_missing_value_is_still_an_error(panel, no_fitting):
+    # NaN is "missing" (the row is dropped); inf is a bad value, wherever it is.
+    data = panel.copy()
+    data.loc[4, ["x", "z"]] = [np.inf, np.nan]
+    with pytest.raises(SpecificationError, match="regressor 'x' has 1 infinite value"):
+        validate(spec(), data)
+
+
 def test_index_columns_may_be_in_the_index(panel):
     a = fit(spec(), panel)
     b = fit(spec(), panel.set_index(["fips", "year"]))

@@ -134,6 +134,125 @@ def test_bad_data_fails_before_any_fit(panel, monkeypatch):
     assert calls == []
 
 
+@pytest.fixture
+def no_fitting(monkeypatch):
+    """Make the fast path explode, so an error must come before anything is fitted."""
+    def boom(*args, **kwargs):
+        raise AssertionError("a specification was fitted before the grid was checked")
+
+    monkeypatch.setattr(mv, "_fit_arrays", boom)
+
+
+def _run(df, grid):
+    return mv.run_multiverse(df, grid, n_jobs=1, cache_dir=None, progress=False)
+
+
+ONE = {"outcome": ["unemployment_rate"], "density": ["assn_per_1k"], "estimator": ["twfe"]}
+
+
+def test_duplicated_keys_are_named(panel, no_fitting):
+    data = pd.concat([panel, panel.iloc[[0, 5, 5]]], ignore_index=True)
+    with pytest.raises(mv.MultiverseError, match=r"not uniquely indexed by \(fips, year\)") as err:
+        _run(data, ONE)
+    assert "5 rows share 2 duplicated key(s)" in str(err.value)
+    assert "('01001', 1997)" in str(err.value) and "('01002', 2005)" in str(err.value)
+    with pytest.raises(mv.MultiverseError, match="not uniquely indexed"):
+        mv.prepare_sample(data, _spec())
+
+
+def test_missing_keys_are_named(panel, no_fitting):
+    data = panel.assign(fips=panel["fips"].where(panel.index != 3))
+    with pytest.raises(mv.MultiverseError, match="'fips' column has 1 missing value"):
+        _run(data, ONE)
+
+
+@pytest.mark.parametrize("choice,bad,expected", [
+    ("sample", "everything", "'all', 'balanced', 'pop10k', 'no2009'"),
+    ("timing", "lag2", "'same', 'lag1'.*Did you mean 'lag1'"),
+    ("estimator", "tw-fe", "Did you mean 'twfe'"),
+    ("controls", "civc", "Did you mean 'civic'"),
+])
+def test_unknown_option_in_a_spec_table_is_named(panel, no_fitting, choice, bad, expected):
+    specs, _ = mv.expand_grid({**ONE, "controls": ["none", "civic"]})
+    specs.loc[1, choice] = bad
+    with pytest.raises(mv.MultiverseError, match=f"Choice '{choice}' has unknown option '{bad}'.*{expected}"):
+        _run(panel, specs)
+    with pytest.raises(mv.MultiverseError, match=f"'{choice}'.*'{bad}'"):
+        mv.check_grid(panel, specs)
+    with pytest.raises(mv.MultiverseError, match=f"'{choice}'.*'{bad}'"):
+        mv.prepare_sample(panel, specs.loc[1].to_dict())
+
+
+def test_spec_table_without_a_choice_is_named(panel, no_fitting):
+    specs, _ = mv.expand_grid(ONE)
+    with pytest.raises(mv.MultiverseError, match="no column 'timing'"):
+        _run(panel, specs.drop(columns="timing"))
+    with pytest.raises(mv.MultiverseError, match="no column 'sample'.*Did you mean 'samples'"):
+        _run(panel, specs.rename(columns={"sample": "samples"}))
+
+
+def test_missing_columns_are_named_with_close_matches(panel, no_fitting):
+    with pytest.raises(mv.MultiverseError, match="'poverty_rte'.*Did you mean 'poverty_rate'"):
+        _run(panel, {"outcome": ["poverty_rte"], "density": ["assn_per_1k"]})
+    with pytest.raises(mv.MultiverseError, match="'turnout_pct'.*Did you mean 'turnout_pc'"):
+        _run(panel.rename(columns={"turnout_pct": "turnout_pc"}), {**ONE, "controls": ["civic"]})
+    with pytest.raises(mv.MultiverseError, match="'controls' option 'civic' needs column 'turnout_pct'"):
+        mv.prepare_sample(panel.drop(columns="turnout_pct"), _spec(controls="civic"))
+    with pytest.raises(mv.MultiverseError, match="'outcome'.*'povrty'.*Did you mean 'poverty_rate'"):
+        mv.prepare_sample(panel, _spec(outcome="povrty"))
+    with pytest.raises(mv.MultiverseError, match="'density'.*'turnout_pct' is also a control of 'civic'"):
+        _run(panel, {**ONE, "density": ["turnout_pct"], "controls": ["civic"]})
+
+
+def test_infinite_values_are_named(panel, no_fitting):
+    data = panel.copy()
+    data.loc[[3, 7], "assn_per_1k"] = [np.inf, -np.inf]
+    with pytest.raises(mv.MultiverseError, match="'assn_per_1k' has 2 infinite value") as err:
+        _run(data, ONE)
+    assert "('01001', 2014)" in str(err.value) and "('01002', 2014)" in str(err.value)
+
+
+@pytest.mark.parametrize("estimator", list(mv.ESTIMATORS))
+def test_constant_density_is_degenerate(panel, no_fitting, estimator):
+    with pytest.raises(mv.MultiverseError, match="'density'.*'assn_per_1k'.* is constant in the sample"):
+        _run(panel.assign(assn_per_1k=1.5), {**ONE, "estimator": [estimator]})
+
+
+@pytest.mark.parametrize("estimator,series,needle", [
+    ("pooled", "wave", "does not vary across counties within any wave"),
+    ("twfe", "wave", "does not vary across counties within any wave"),
+    ("fe", "county", "constant over time within every county"),
+    ("state-year", "county", "constant over time within every county"),
+    ("state-year", "state-wave", "does not vary across the counties of any state within a wave"),
+    ("fd", "wave", "changes by the same amount in every county"),
+    ("long-diff", "wave", "changes by the same amount in every county"),
+])
+def test_absorbed_density_is_degenerate(panel, no_fitting, estimator, series, needle):
+    dens = {"county": panel.groupby("fips")["assn_per_1k"].transform("mean"),  # no change over time
+            "wave": panel["year"].map({1997: 1.0, 2005: 1.2, 2009: 1.1, 2014: 1.4}),  # a national series
+            "state-wave": panel.groupby(["state_fips", "year"])["turnout_pct"].transform("mean")}[series]
+    with pytest.raises(mv.MultiverseError, match=f"'density'.*'assn_per_1k'.*{needle}"):
+        _run(panel.assign(assn_per_1k=dens), {**ONE, "estimator": [estimator]})
+
+
+def test_constant_control_is_degenerate(panel, no_fitting):
+    with pytest.raises(mv.MultiverseError, match="'controls' option 'civic'.*'turnout_pct'.*constant"):
+        _run(panel.assign(turnout_pct=50.0), {**ONE, "controls": ["civic"]})
+
+
+@pytest.mark.parametrize("estimator", list(mv.ESTIMATORS))
+def test_single_county_is_degenerate(panel, no_fitting, estimator):
+    one = panel.loc[panel["fips"] == "01004"]  # no gaps
+    with pytest.raises(mv.MultiverseError, match="only 1 county.*at least two"):
+        _run(one, {**ONE, "estimator": [estimator]})
+
+
+def test_fit_spec_checks_a_degenerate_sample(panel):
+    s = mv.prepare_sample(panel, _spec()).assign(x=2.0)
+    with pytest.raises(mv.MultiverseError, match="'x' is constant in the sample"):
+        mv.fit_spec(s, "twfe")
+
+
 GRID = {"outcome": ["unemployment_rate", "poverty_rate"], "density": ["assn_per_1k", "civic_religious_per_10k"],
         "estimator": ["pooled", "twfe", "fd", "long-diff"], "controls": ["none", "civic"],
         "timing": ["same", "lag1"]}
