@@ -28,6 +28,17 @@ weights (weighted mean, weighted SD with divisor :math:`\sum w`), so a coefficie
 difference in SDs of the outcome per SD of the measure; with one regressor it is the
 population-weighted correlation.
 
+Exposure and friending bias (:data:`RACE_VARIANTS`, :func:`horse_race_variants`)
+-------------------------------------------------------------------------------
+Connectedness counts the high-SES friends of low-SES people, so it rises with the number of
+high-SES people around them. Chetty et al. (2022b) split connectedness in groups into
+*exposure* (twice the high-SES share of the groups low-SES people belong to) and *friending bias*
+(the share of the cross-class friendships that exposure would give that are not formed):
+:math:`EC_{groups} = \text{exposure}\times(1-\text{bias})`. Exposure tracks the county's SES
+mix, and so, by construction, its incomes; friending bias is the part about who befriends whom.
+The variants rerun the horse race with friending bias in place of connectedness and with
+exposure held fixed (a control in every model, standardised like the measures, not reported).
+
 Maps (:func:`county_map`)
 -------------------------
 County boundaries come from the US Census Bureau's 2016 cartographic boundary file
@@ -69,6 +80,12 @@ __all__ = [
     "weighted_corr",
     "horse_race_pivot",
     "density_slopes",
+    "CIVIC_MEASURES",
+    "MEASURE_DIRECTION",
+    "RACE_VARIANTS",
+    "horse_race_variants",
+    "significance_counts",
+    "race_scorecard",
 ]
 
 COV_TYPES = ("classical", "HC1", "cluster")
@@ -79,6 +96,23 @@ MEASURES: dict[str, str] = {
     "volunteering_rate": "Volunteering rate",
     "civic_organizations_per_1k_users": "Civic organisations per 1k users",
     "associations_per_10k": "Membership associations per 10k",
+}
+
+#: The three organisational measures of the thesis (the horse race's rivals of connectedness).
+CIVIC_MEASURES: tuple[str, ...] = ("volunteering_rate", "civic_organizations_per_1k_users", "associations_per_10k")
+
+#: The direction of a measure that the thesis counts as more community: +1 (more is more), or -1
+#: for friending bias (more bias is fewer cross-class friendships). Unlisted measures are +1.
+MEASURE_DIRECTION: dict[str, int] = {"friending_bias": -1}
+
+#: Horse-race variants: name -> (measures, controls held fixed in every model). The first is the
+#: chapter's race; the others replace connectedness by friending bias and/or hold exposure fixed.
+RACE_VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "EC": (("economic_connectedness", *CIVIC_MEASURES), ()),
+    "EC | exposure": (("economic_connectedness", *CIVIC_MEASURES), ("high_ses_exposure",)),
+    "bias": (("friending_bias", *CIVIC_MEASURES), ()),
+    "bias | exposure": (("friending_bias", *CIVIC_MEASURES), ("high_ses_exposure",)),
+    "exposure": (("high_ses_exposure", *CIVIC_MEASURES), ()),
 }
 
 
@@ -290,25 +324,30 @@ def horse_race(
     quality: Sequence[int] | None = (1, 2),
     weights: str = "pop2018",
     cluster: str = "state_fips",
+    controls: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Standardised coefficients of ``outcome`` on each measure alone, then on all together.
 
-    One common sample: counties with the outcome (at the given ``quality``), every measure and a
-    weight. Outcome and measures are standardised on that sample with the weights; each model is
+    One common sample: counties with the outcome (at the given ``quality``), every measure, every
+    control and a weight. Outcome, measures and controls are standardised on that sample with the
+    weights; each model (a measure alone, or all together) also holds the ``controls`` fixed and is
     WLS with SEs clustered by ``cluster``. Returns one row per (model, measure) with ``coef``,
-    ``se``, ``lower``/``upper`` (95%), ``p``, ``nobs``, ``n_clusters``, ``r2``.
+    ``se``, ``lower``/``upper`` (95%), ``p``, ``nobs``, ``n_clusters``, ``r2`` and ``controls``
+    (their names joined by ``+``, or ``"none"``); the controls' own coefficients are not reported.
     """
-    measures = list(measures)
+    measures, controls = list(measures), list(controls)
+    if set(measures) & set(controls):
+        raise SpecificationError(f"{sorted(set(measures) & set(controls))} cannot be both a measure and a control.")
     d = quality_sample(df, outcome, quality)
-    _require(d, [*measures, weights, cluster], "the Atlas panel")
-    d = d.dropna(subset=[*measures, weights, cluster])
-    z = standardise(d, [outcome, *measures], weights)
+    _require(d, [*measures, *controls, weights, cluster], "the Atlas panel")
+    d = d.dropna(subset=[*measures, *controls, weights, cluster])
+    z = standardise(d, [outcome, *measures, *controls], weights)
     z[weights] = d[weights].to_numpy(dtype=float)
     z[cluster] = d[cluster].to_numpy()
     rows = []
     models = [(m, [m]) for m in measures] + [("together", measures)]
     for name, xs in models:
-        r = ols(z, outcome, xs, weights=weights, cov="cluster", cluster=cluster)
+        r = ols(z, outcome, [*xs, *controls], weights=weights, cov="cluster", cluster=cluster)
         ci = r.ci(0.95)
         for m in xs:
             rows.append({
@@ -323,6 +362,7 @@ def horse_race(
                 "nobs": r.nobs,
                 "n_clusters": r.n_clusters,
                 "r2": r.r2,
+                "controls": "+".join(controls) or "none",
             })
     return pd.DataFrame(rows)
 
@@ -335,14 +375,77 @@ def horse_race_table(
 ) -> pd.DataFrame:
     """:func:`horse_race` for every outcome, stacked, with a ``sample`` label and ``better`` flag.
 
-    ``better`` is True where the coefficient has the sign of a better outcome (higher employment
-    and income, fewer injury deaths and low-weight births).
+    ``better`` is True where more community (:data:`MEASURE_DIRECTION`: more of a measure, less
+    friending bias) goes with a better outcome (higher employment and income, fewer injury deaths
+    and low-weight births).
     """
     t = pd.concat([horse_race(df, y, quality=quality, **kw) for y in outcomes], ignore_index=True)
     label = "all values" if quality is None else "quality " + "-".join(str(q) for q in sorted(quality))
     t.insert(0, "sample", label)
-    t["better"] = np.sign(t["coef"]) == t["outcome"].map(lambda y: OUTCOMES[y].better_sign)
+    direction = t["measure"].map(lambda m: MEASURE_DIRECTION.get(m, 1))
+    t["better"] = np.sign(t["coef"]) * direction == t["outcome"].map(lambda y: OUTCOMES[y].better_sign)
     return t
+
+
+def horse_race_variants(
+    df: pd.DataFrame,
+    variants: Mapping[str, tuple[Sequence[str], Sequence[str]]] = RACE_VARIANTS,
+    outcomes: Sequence[str] = tuple(OUTCOMES),
+    quality: Sequence[int] | None = (1, 2),
+    **kw,
+) -> pd.DataFrame:
+    """:func:`horse_race_table` for each variant (name -> (measures, controls)), stacked, with a
+    ``variant`` column first."""
+    parts = [horse_race_table(df, outcomes, quality, measures=tuple(m), controls=tuple(c), **kw).assign(variant=name)
+             for name, (m, c) in variants.items()]
+    t = pd.concat(parts, ignore_index=True)
+    return t[["variant", *[c for c in t.columns if c != "variant"]]]
+
+
+def significance_counts(table: pd.DataFrame, alpha: float = 0.05,
+                        by: Sequence[str] = ("variant", "model", "measure")) -> pd.DataFrame:
+    """Per group of ``by``: coefficients (``n``), those with the favourable sign (``better``), and
+    those significant at ``alpha`` with the favourable (``sig_better``) or unfavourable
+    (``sig_worse``) sign. ``table`` comes from :func:`horse_race_table` or :func:`horse_race_variants`.
+    """
+    by = [b for b in by if b in table.columns]
+    sig = table["p"] < alpha
+    t = table.assign(n=1, sig_better=table["better"] & sig, sig_worse=~table["better"] & sig)
+    return t.groupby(by, sort=False)[["n", "better", "sig_better", "sig_worse"]].sum().astype(int)
+
+
+def race_scorecard(table: pd.DataFrame, alpha: float = 0.05, civic: Sequence[str] = CIVIC_MEASURES) -> pd.DataFrame:
+    """One row per variant of :func:`horse_race_variants`: the conclusions of the horse race, counted.
+
+    ``entrant`` is the variant's measure that is not in ``civic`` (connectedness, friending bias or
+    exposure) and ``held_fixed`` its controls. Counts at ``alpha``, favourable (``better``) or not:
+    ``entrant_alone_better`` / ``_worse`` (outcomes where the entrant alone is significant),
+    ``civic_together_better`` / ``_worse`` (civic-measure coefficients of the joint model) and
+    ``assn_together_worse`` (outcomes where membership associations are significantly unfavourable in
+    the joint model); ``n_outcomes``.
+    """
+    counts = significance_counts(table, alpha)
+    rows = {}
+    for variant, t in table.groupby("variant", sort=False):
+        entrant = [m for m in dict.fromkeys(t["measure"]) if m not in civic]
+        if len(entrant) != 1:
+            raise SpecificationError(f"Variant {variant!r} must have exactly one non-civic measure, not {entrant}.")
+        c = counts.loc[variant]
+        tog = c.loc["together"]
+        civ = tog[tog.index.isin(list(civic))]
+        rows[variant] = {
+            "entrant": entrant[0],
+            "held_fixed": t["controls"].iloc[0],
+            "n_outcomes": int(t["outcome"].nunique()),
+            "entrant_alone_better": int(c.loc[("alone", entrant[0]), "sig_better"]),
+            "entrant_alone_worse": int(c.loc[("alone", entrant[0]), "sig_worse"]),
+            "civic_together_better": int(civ["sig_better"].sum()),
+            "civic_together_worse": int(civ["sig_worse"].sum()),
+            "assn_together_worse": int(tog.loc["associations_per_10k", "sig_worse"]) if "associations_per_10k" in tog.index else 0,
+        }
+    out = pd.DataFrame(rows).T
+    out.index.name = "variant"
+    return out
 
 
 def horse_race_figure(table: pd.DataFrame, measure_labels: Mapping[str, str] = MEASURES, ncols: int = 3):

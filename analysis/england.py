@@ -526,3 +526,127 @@ def pubs_twfe(panel: pd.DataFrame, outcomes: Mapping[str, str] = TWFE_OUTCOMES,
                          "ci_low": ci.iloc[0], "ci_high": ci.iloc[1], "per_within_sd": r.params["pubs_per_10k"] * sd,
                          "nobs": r.nobs, "n_lads": r.n_units, "n_years": r.n_periods})
     return pd.DataFrame(rows).set_index(["outcome", "window"])
+
+
+#: The sign of a change in each outcome that the thesis predicts for more pubs per resident.
+THESIS_SIGN: dict[str, int] = {"life_satisfaction": 1, "log_gdhi_per_head": 1, "claimant_rate": -1,
+                               "employment_rate": 1}
+
+#: Outcomes of :data:`TWFE_OUTCOMES` whose definition changed within the pubs years. From 2013
+#: Universal Credit replaced Jobseeker's Allowance district by district ("full service" mostly
+#: 2016-2018) and required more claimants to look for work, so it raised the claimant count where
+#: it arrived, at different dates in different districts. The employment rate (APS, ILO
+#: definition), GDHI (revisions are carried back through the series) and life satisfaction
+#: (the same APS question since 2011) kept their definitions.
+DEFINITION_CHANGED: dict[str, str] = {
+    "claimant_rate": "Universal Credit, rolled out by district from 2013, widened who counts as a claimant",
+}
+
+#: The two segments of the main window either side of the 2015 coverage change of the pubs count.
+BREAK_SEGMENTS: dict[str, tuple[int, int]] = {"2009-2014": (2009, 2014), "2015-2018": (2015, 2018)}
+
+
+def _segment_design(panel: pd.DataFrame, y: str, segments: Mapping[str, tuple[int, int]]) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Rows of ``segments`` with ``y`` and pubs observed; one pubs column and the year dummies per segment.
+
+    Each segment keeps its own district effects (entity ``lad_code:segment``) and year dummies
+    for every year but its first, so no comparison crosses from one segment to the other.
+    """
+    parts, slopes, years = [], [], []
+    for label, (a, b) in segments.items():
+        d = panel[panel["year"].between(a, b)].dropna(subset=[y, "pubs_per_10k"]).copy()
+        d["segment"] = d["lad_code"] + ":" + label
+        parts.append(d.assign(_seg=label))
+    d = pd.concat(parts, ignore_index=True)
+    for label in segments:
+        col = f"pubs_{label}"
+        d[col] = d["pubs_per_10k"].where(d["_seg"] == label, 0.0)
+        slopes.append(col)
+        seg_years = sorted(d.loc[d["_seg"] == label, "year"].unique())
+        for t in seg_years[1:]:
+            d[f"year_{t}"] = (d["year"] == t).astype(float)
+            years.append(f"year_{t}")
+    return d.drop(columns="_seg"), slopes, years
+
+
+def pubs_break_test(panel: pd.DataFrame, outcomes: Mapping[str, str] = TWFE_OUTCOMES,
+                    segments: Mapping[str, tuple[int, int]] = BREAK_SEGMENTS,
+                    exclude: Iterable[str] = SMALL_RESIDENT_LADS) -> pd.DataFrame:
+    r"""Slopes on pubs per 10,000 within each segment of the 2015 break, their difference, and across it.
+
+    One regression per outcome, on the years of both ``segments`` (default 2009-2014 and 2015-2018):
+
+    .. math:: y_{it} = \beta_{pre}\,p_{it}1[t\le 2014] + \beta_{post}\,p_{it}1[t\ge 2015] + \alpha_{i,s(t)} + \delta_t + u_{it}
+
+    with district-by-segment effects :math:`\alpha_{i,s}` and year effects, so each slope uses only
+    changes within its segment (and equals the TWFE estimate on that window alone); standard errors
+    clustered by district (CR1, :math:`t` with :math:`G-1` df), which estimates the covariance of
+    the two slopes, so the difference :math:`\beta_{post}-\beta_{pre}` has a proper test.
+    ``across`` is what the segments leave out: across districts, the slope of the change in the
+    outcome's segment mean on the change in the pubs segment mean (HC1), the comparison that a
+    TWFE on the whole window adds and that spans the break. Districts in ``exclude`` are dropped.
+    Returns one row per outcome.
+    """
+    from scipy import stats
+
+    from analysis.estimation import ModelSpec, fit
+
+    if len(segments) != 2:
+        raise ValueError("pubs_break_test compares exactly two segments")
+    panel = panel[~panel["lad_code"].isin(list(exclude))]
+    (s0, s1) = list(segments)
+    rows = []
+    for y in outcomes:
+        d, slopes, years = _segment_design(panel, y, segments)
+        r = fit(ModelSpec(outcome=y, regressors=tuple(slopes), controls=tuple(years), estimator="fe",
+                          cov="cluster-state", entity="segment", time="year", state="lad_code"), d)
+        b, V = r.params, r.cov
+        diff = float(b[slopes[1]] - b[slopes[0]])
+        diff_se = float(np.sqrt(V.loc[slopes[0], slopes[0]] + V.loc[slopes[1], slopes[1]] - 2 * V.loc[slopes[0], slopes[1]]))
+        means = d.groupby(["lad_code", "segment"])[[y, "pubs_per_10k"]].mean().reset_index()
+        means["seg"] = means["segment"].str.split(":").str[1]
+        wide = means.pivot(index="lad_code", columns="seg", values=[y, "pubs_per_10k"]).dropna()
+        changes = pd.DataFrame({"d_y": wide[(y, s1)] - wide[(y, s0)],
+                                "d_pubs": wide[("pubs_per_10k", s1)] - wide[("pubs_per_10k", s0)]})
+        across = cross_section_ols(changes, "d_y", "d_pubs")
+        rows.append({"outcome": y,
+                     "pre": float(b[slopes[0]]), "pre_se": float(r.std_errors[slopes[0]]), "pre_p": float(r.pvalues[slopes[0]]),
+                     "post": float(b[slopes[1]]), "post_se": float(r.std_errors[slopes[1]]), "post_p": float(r.pvalues[slopes[1]]),
+                     "diff": diff, "diff_se": diff_se,
+                     "diff_p": float(2 * stats.t.sf(abs(diff / diff_se), r.df_inference)),
+                     "across": across["slope"], "across_se": across["se_hc1"], "across_p": across["p"],
+                     "nobs": r.nobs, "n_lads": int(d["lad_code"].nunique())})
+    return pd.DataFrame(rows).set_index("outcome")
+
+
+def pubs_changes_by_year(panel: pd.DataFrame, outcome: str, years: Iterable[int] = range(2010, 2019),
+                         exclude: Iterable[str] = SMALL_RESIDENT_LADS) -> pd.DataFrame:
+    """For each year t, across districts: slope of the change in ``outcome`` from t-1 to t on the
+    change in pubs per 10,000 over the same year (:func:`cross_section_ols`, HC1).
+
+    Year by year, the one-year first differences that a TWFE model averages; a break shows as the
+    years whose changes carry the association. One row per year: slope, se, p, n.
+    """
+    panel = panel[~panel["lad_code"].isin(list(exclude))]
+    wide = panel.pivot(index="lad_code", columns="year", values=["pubs_per_10k", outcome])
+    rows = {}
+    for t in years:
+        ch = pd.DataFrame({"d_y": wide[(outcome, t)] - wide[(outcome, t - 1)],
+                           "d_pubs": wide[("pubs_per_10k", t)] - wide[("pubs_per_10k", t - 1)]})
+        r = cross_section_ols(ch, "d_y", "d_pubs")
+        rows[t] = {"slope": r["slope"], "se": r["se_hc1"], "p": r["p"], "n": r["n"]}
+    out = pd.DataFrame(rows).T
+    out.index.name = "year"
+    return out.astype({"n": int})
+
+
+def count_significant(table: pd.DataFrame, outcomes: Iterable[str], coef: str = "coef", p: str = "p",
+                      alpha: float = 0.05, sign: Mapping[str, int] = THESIS_SIGN) -> dict[str, int]:
+    """Of ``outcomes`` (index of ``table``), how many have ``p < alpha`` with the thesis's sign and
+    how many with the opposite sign: ``{"thesis": ..., "against": ..., "n": ...}``."""
+    outcomes = list(outcomes)
+    t = table.loc[outcomes]
+    sig = t[p] < alpha
+    direction = np.sign(t[coef]) * pd.Series(sign).reindex(outcomes).to_numpy()
+    return {"thesis": int((sig & (direction > 0)).sum()), "against": int((sig & (direction < 0)).sum()),
+            "n": len(outcomes)}

@@ -187,6 +187,9 @@ SCA_COLUMNS_RAW = {
     "clustering_county": "clustering", "support_ratio_county": "support_ratio",
     "volunteering_rate_county": "volunteering_rate",
     "civic_organizations_county": "civic_organizations_per_1k_users",
+    # Chetty et al. (2022b): connectedness in groups = exposure x (1 - friending bias)
+    "ec_grp_mem_county": "economic_connectedness_groups", "exposure_grp_mem_county": "high_ses_exposure",
+    "bias_grp_mem_county": "friending_bias",
 }
 SCA_ANNUAL_COLUMNS = [
     "associations_per_10k", "associations_quality", "share_employed", "share_employed_quality",

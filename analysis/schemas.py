@@ -276,6 +276,9 @@ def _sca_schema() -> pa.DataFrameSchema:
         "support_ratio": _num(0, 1, nullable=False),
         "volunteering_rate": _num(0, 1, nullable=False),
         "civic_organizations_per_1k_users": _num(0, 1_000, nullable=False),
+        "economic_connectedness_groups": _num(0, 5, max_missing=0.05),
+        "high_ses_exposure": _num(0, 5, max_missing=0.05),
+        "friending_bias": _num(-1, 1, max_missing=0.05),
     }
     cols.update(_annual_outcome_columns(with_crime=False))
     return pa.DataFrameSchema(cols, strict=True, ordered=True, name="us_social_capital_atlas")

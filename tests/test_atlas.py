@@ -118,6 +118,83 @@ def test_horse_race_shape_and_common_sample():
     assert together["r2"].nunique() == 1
 
 
+
+def _synthetic_race(seed: int = 11) -> pd.DataFrame:
+    """SYNTHETIC Atlas-like frame: 'exposure' drives income; 'bias' lowers it a little; 'vol' is noise."""
+    d = _synthetic(seed)
+    rng = np.random.default_rng(seed)
+    n = len(d)
+    exposure = rng.normal(1.0, 0.2, n)
+    bias = rng.normal(0.06, 0.05, n) + 0.1 * (exposure - 1.0)
+    return d.assign(high_ses_exposure=exposure, friending_bias=bias, volunteering_rate=rng.uniform(0.02, 0.2, n),
+                    log_income_p50=10 + 1.5 * exposure - 2.0 * bias + rng.normal(0, 0.2, n), income_quality=1)
+
+
+def test_horse_race_controls_match_statsmodels_on_standardised_data():
+    d = _synthetic_race()
+    ms, ctrl = ["friending_bias", "volunteering_rate"], ["high_ses_exposure"]
+    t = atlas.horse_race(d, "log_income_p50", ms, quality=(1,), weights="pop", controls=ctrl)
+    z = atlas.standardise(d, ["log_income_p50", *ms, *ctrl], "pop").assign(pop=d["pop"], state_fips=d["state_fips"])
+    for model, xs in (("alone", ["friending_bias"]), ("together", ms)):
+        ref = _statsmodels(z, "log_income_p50", [*xs, *ctrl], "pop", "cluster", "state_fips")
+        row = t[(t["model"] == model) & (t["measure"] == "friending_bias")].iloc[0]
+        assert row["coef"] == pytest.approx(float(ref.params["friending_bias"]), abs=TOL)
+        assert row["se"] == pytest.approx(float(ref.bse["friending_bias"]), abs=TOL)
+        assert row["controls"] == "high_ses_exposure"
+    assert len(t) == 4 and "high_ses_exposure" not in set(t["measure"])  # controls are not reported
+    with pytest.raises(SpecificationError, match="both a measure and a control"):
+        atlas.horse_race(d, "log_income_p50", ms, quality=(1,), weights="pop", controls=["volunteering_rate"])
+
+
+def test_friending_bias_counts_as_better_when_negative():
+    d = _synthetic_race()
+    t = atlas.horse_race_table(d, ["log_income_p50"], quality=(1,), measures=["friending_bias"], weights="pop",
+                               controls=["high_ses_exposure"])
+    row = t[t["model"] == "alone"].iloc[0]
+    assert row["coef"] < 0 and bool(row["better"])  # less bias, higher income: the favourable direction
+    counts = atlas.significance_counts(t)
+    assert counts.loc[("alone", "friending_bias"), "sig_better"] == int(row["p"] < 0.05) == 1
+
+
+def test_significance_counts_by_hand():
+    t = pd.DataFrame({"variant": ["v"] * 4, "model": ["alone"] * 4, "measure": ["a", "a", "b", "b"],
+                      "better": [True, False, True, False], "p": [0.01, 0.01, 0.2, 0.04]})
+    c = atlas.significance_counts(t)
+    assert c.loc[("v", "alone", "a")].to_dict() == {"n": 2, "better": 1, "sig_better": 1, "sig_worse": 1}
+    assert c.loc[("v", "alone", "b")].to_dict() == {"n": 2, "better": 1, "sig_better": 0, "sig_worse": 1}
+
+
+
+def test_race_scorecard_counts_by_hand():
+    # a hand-made variants table: one outcome, the entrant and two civic measures
+    rows = []
+    for variant, entrant, ctrl in (("A", "economic_connectedness", "none"), ("B", "friending_bias", "high_ses_exposure")):
+        for model, measure, better, p in (("alone", entrant, True, 0.01), ("alone", "volunteering_rate", False, 0.01),
+                                          ("alone", "associations_per_10k", True, 0.5),
+                                          ("together", entrant, True, 0.2), ("together", "volunteering_rate", False, 0.03),
+                                          ("together", "associations_per_10k", False, 0.001)):
+            rows.append({"variant": variant, "outcome": "share_employed", "model": model, "measure": measure,
+                         "better": better if variant == "A" else not better, "p": p, "controls": ctrl})
+    sc = atlas.race_scorecard(pd.DataFrame(rows))
+    assert sc.loc["A"].to_dict() == {"entrant": "economic_connectedness", "held_fixed": "none", "n_outcomes": 1,
+                                     "entrant_alone_better": 1, "entrant_alone_worse": 0, "civic_together_better": 0,
+                                     "civic_together_worse": 2, "assn_together_worse": 1}
+    assert sc.loc["B", "entrant_alone_worse"] == 1 and sc.loc["B", "civic_together_better"] == 2
+    assert sc.loc["B", "assn_together_worse"] == 0 and sc.loc["B", "held_fixed"] == "high_ses_exposure"
+    bad = pd.DataFrame(rows).assign(measure=lambda t: t["measure"].replace({"volunteering_rate": "clustering"}))
+    with pytest.raises(SpecificationError, match="exactly one non-civic measure"):
+        atlas.race_scorecard(bad)
+
+def test_atlas_decomposition_and_chapter_variant():
+    d = _atlas()
+    # Chetty et al. (2022b): connectedness in groups = exposure x (1 - friending bias), as built
+    gap = d["economic_connectedness_groups"] - d["high_ses_exposure"] * (1 - d["friending_bias"])
+    assert gap.abs().max() < 2e-5 and gap.notna().sum() == len(d) - 77
+    v = atlas.horse_race_variants(d, {"EC": atlas.RACE_VARIANTS["EC"]}, outcomes=["share_employed"])
+    base = atlas.horse_race_table(d, ["share_employed"])
+    np.testing.assert_allclose(v["coef"].to_numpy(), base["coef"].to_numpy(), rtol=0, atol=1e-14)
+    assert list(v["measure"]) == list(base["measure"]) and (v["variant"] == "EC").all()
+
 def test_quality_sample_drops_pooled_values():
     d = _atlas()
     q = atlas.quality_sample(d, "low_birth_weight_share", (1, 2))

@@ -232,6 +232,66 @@ def test_england_twfe_matches_pyfixest(panel):
     assert ours.nobs == theirs._N
 
 
+
+def test_break_test_slopes_equal_window_twfe_and_pyfixest(panel):
+    """Within-segment slopes = TWFE on each window alone (1e-8); SEs = pyfixest's stacked model.
+
+    Reference: pyfixest ``y ~ pre + post | segment + year``, CRV1 by district, default ssc. pyfixest
+    counts 9 of the 10 year levels; one more is redundant (each segment's first year is absorbed by
+    the district-by-segment effects) and ours drops it, so K differs by one: ours = pyfixest x
+    sqrt((n-11)/(n-10)). Tolerance 1e-6: pyfixest's alternating projections over two crossed effects
+    stop at about 6e-8; a K off by one would move the SEs by 1.7e-4.
+    """
+    import pyfixest as pf
+
+    bt = en.pubs_break_test(panel)
+    windows = en.pubs_twfe(panel, windows={"pre": (2009, 2014), "post": (2015, 2018)})
+    for y in en.TWFE_OUTCOMES:
+        np.testing.assert_allclose(bt.loc[y, "pre"], windows.loc[(y, "pre"), "coef"], rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(bt.loc[y, "post"], windows.loc[(y, "post"), "coef"], rtol=1e-8, atol=1e-12)
+    assert bt.loc["claimant_rate", "diff"] == pytest.approx(bt.loc["claimant_rate", "post"] - bt.loc["claimant_rate", "pre"])
+    d, slopes, _ = en._segment_design(panel[~panel["lad_code"].isin(en.SMALL_RESIDENT_LADS)], "claimant_rate",
+                                      en.BREAK_SEGMENTS)
+    d = d.rename(columns=dict(zip(slopes, ["pre", "post"])))
+    m = pf.feols("claimant_rate ~ pre + post | segment + year", data=d, vcov={"CRV1": "lad_code"},
+                 ssc=pf.ssc(k_adj=True, k_fixef="nonnested", G_adj=True, G_df="min"), fixef_rm="none",
+                 demeaner=pf.MapDemeaner(fixef_tol=1e-13))
+    n = len(d)
+    scale = np.sqrt((n - 11) / (n - 10))
+    V = np.asarray(m._vcov)
+    np.testing.assert_allclose(bt.loc["claimant_rate", ["pre_se", "post_se"]].to_numpy(float),
+                               m.se().to_numpy() * scale, rtol=1e-6)
+    np.testing.assert_allclose(bt.loc["claimant_rate", "diff_se"], np.sqrt(V[0, 0] + V[1, 1] - 2 * V[0, 1]) * scale,
+                               rtol=1e-6)
+    assert bt.loc["claimant_rate", "nobs"] == n == 2940 and bt.loc["claimant_rate", "n_lads"] == 294
+
+
+def test_break_test_across_component_is_the_change_in_segment_means(panel):
+    bt = en.pubs_break_test(panel, outcomes={"employment_rate": "Employment rate (%)"})
+    p = panel[~panel["lad_code"].isin(en.SMALL_RESIDENT_LADS)].dropna(subset=["employment_rate", "pubs_per_10k"])
+    means = {s: p[p["year"].between(a, b)].groupby("lad_code")[["employment_rate", "pubs_per_10k"]].mean()
+             for s, (a, b) in en.BREAK_SEGMENTS.items()}
+    ch = (means["2015-2018"] - means["2009-2014"]).dropna()
+    slope = np.polyfit(ch["pubs_per_10k"], ch["employment_rate"], 1)[0]
+    assert bt.loc["employment_rate", "across"] == pytest.approx(slope, rel=1e-10)
+
+
+def test_changes_by_year_is_the_one_year_difference_slope(panel):
+    out = en.pubs_changes_by_year(panel, "claimant_rate", years=[2015])
+    p = panel[~panel["lad_code"].isin(en.SMALL_RESIDENT_LADS)].set_index(["lad_code", "year"])
+    ch = pd.DataFrame({"dy": p.xs(2015, level="year")["claimant_rate"] - p.xs(2014, level="year")["claimant_rate"],
+                       "dp": p.xs(2015, level="year")["pubs_per_10k"] - p.xs(2014, level="year")["pubs_per_10k"]}).dropna()
+    assert out.loc[2015, "slope"] == pytest.approx(np.polyfit(ch["dp"], ch["dy"], 1)[0], rel=1e-10)
+    assert out.loc[2015, "n"] == len(ch) == 294
+
+
+def test_count_significant_uses_the_thesis_sign():
+    t = pd.DataFrame({"coef": [-0.1, 0.2, 0.3, -0.4], "p": [0.01, 0.01, 0.5, 0.04]},
+                     index=["claimant_rate", "employment_rate", "log_gdhi_per_head", "life_satisfaction"])
+    assert en.count_significant(t, t.index) == {"thesis": 2, "against": 1, "n": 4}
+    no_break = [o for o in t.index if o not in en.DEFINITION_CHANGED]
+    assert en.count_significant(t, no_break) == {"thesis": 1, "against": 1, "n": 3}
+
 def test_cross_section_ols_against_scipy_and_hc1():
     from scipy import stats
 

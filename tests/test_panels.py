@@ -393,6 +393,8 @@ def test_sca_pads_fips_rescales_civic_and_reports_matches(annual, crosswalk, sta
         "ec_county": [0.72, 0.9, 0.8], "ec_se_county": [0.008, 0.02, 0.03], "clustering_county": [0.1, 0.2, 0.15],
         "support_ratio_county": [0.99, 1.0, 0.98], "volunteering_rate_county": [0.04, 0.06, 0.05],
         "civic_organizations_county": [0.01518, 0.02, 0.03],
+        "ec_grp_mem_county": [0.75, 0.9, 0.8], "exposure_grp_mem_county": [0.8, 1.0, 0.9],
+        "bias_grp_mem_county": [0.0625, 0.1, 0.1111],
     })
     # the 2018 join year is absent from the synthetic annual panel: use 2017 as 2018
     a = annual_panel.assign(year=annual_panel["year"].replace({2017: 2018}))

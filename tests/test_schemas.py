@@ -76,7 +76,9 @@ def synthetic_sca() -> pd.DataFrame:
                        "pop2018": pd.array([55_000, 200_000, 7_000], dtype="Int64"),
                        "economic_connectedness": [0.7, 0.9, 1.1], "economic_connectedness_se": [0.01, 0.01, 0.02],
                        "clustering": [0.1, 0.12, 0.2], "support_ratio": [0.99, 0.98, 1.0],
-                       "volunteering_rate": [0.04, 0.06, 0.1], "civic_organizations_per_1k_users": [15.0, 18.0, 30.0]})
+                       "volunteering_rate": [0.04, 0.06, 0.1], "civic_organizations_per_1k_users": [15.0, 18.0, 30.0],
+                       "economic_connectedness_groups": [0.75, 0.9, 0.8], "high_ses_exposure": [0.8, 1.0, 0.9],
+                       "friending_bias": [0.0625, 0.1, 0.1111]})
     df = df.merge(a[["fips", *panels.SCA_ANNUAL_COLUMNS]], on="fips")
     return df[panels.SCA_COLUMNS]
 

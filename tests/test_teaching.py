@@ -44,7 +44,7 @@ def toc_chapters(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
                 walk(v)
 
     walk(toc)
-    return [f for f in files if re.fullmatch(r"book/\d{2}_[\w-]+", f)]
+    return [f for f in files if re.fullmatch(r"book/\d{2}[a-z]?_[\w-]+", f)]
 
 
 def directives(markdown: str) -> list[dict]:
