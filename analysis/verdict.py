@@ -72,6 +72,63 @@ def render_evidence(item: dict, book_dir: Path = BOOK_DIR) -> str:
     return item["text"].format(**values)
 
 
+@lru_cache(maxsize=1)
+def chapter_numbers(toc: Path = ROOT / "_toc.yml") -> dict[str, int]:
+    """The number each chapter file carries in the book (numbered parts of ``_toc.yml``, in order):
+    ``06b_long_run`` is Chapter 7 and the later chapters move up one, whatever their file names."""
+    doc = yaml.safe_load(Path(toc).read_text(encoding="utf-8"))
+    numbers: dict[str, int] = {}
+    for part in doc.get("parts", []):
+        if part.get("numbered"):
+            for chapter in part.get("chapters", []):
+                numbers[Path(chapter["file"]).name] = len(numbers) + 1
+    return numbers
+
+
+#: A claim an evidence line makes about its numbers: ``"<key> <op> <number or key>"``.
+_CLAIM = re.compile(r"^\s*(\w+)\s*(<=|>=|==|!=|<|>)\s*([-+]?\d[\d.eE+-]*|\w+)\s*$")
+_OPS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+#: Words that state a significance or a direction: a line using one must say, in ``claims``, which
+#: glued number makes it true.
+CLAIM_WORDS = re.compile(r"\b(significant|significantly|insignificant|exceeds?|excludes?|inside|outside|"
+                         r"ruled out|not identified|rejects?|predicts?|lower|higher|slower|faster|"
+                         r"wrong side|opposite)\b", re.IGNORECASE)
+
+
+def check_claims(item: dict, book_dir: Path = BOOK_DIR) -> list[str]:
+    """The ``claims`` of an evidence line that its chapter's glued numbers contradict.
+
+    Each claim is ``"key op value"`` with ``value`` a number or another key of the same chapter,
+    e.g. ``"ch3_unemp_twfe_p_state >= 0.05"`` beside "not significant when clustered by state".
+    """
+    values = glued_values(item["chapter"], book_dir)
+    failures = []
+    for claim in item.get("claims", []):
+        m = _CLAIM.match(claim)
+        if not m:
+            failures.append(f"{item['chapter']}: unreadable claim {claim!r} (expected 'key op value')")
+            continue
+        key, op, rhs = m.groups()
+        if key not in values or (not rhs[0].isdigit() and rhs[0] not in "+-" and rhs not in values):
+            failures.append(f"{item['chapter']}: claim {claim!r} names a value the chapter did not glue")
+            continue
+        right = values[rhs] if rhs in values else float(rhs)
+        if not isinstance(values[key], (int, float)) or not _OPS[op](values[key], right):
+            failures.append(f"{item['chapter']}: claim {claim!r} is false ({key} = {values[key]!r})")
+    return failures
+
+
+def unchecked_claims(entries: dict | None = None) -> list[str]:
+    """Evidence lines (and verdicts) that state a significance or direction with no ``claims``."""
+    out = []
+    for hid, entry in (entries or load_verdict()).items():
+        for item in entry["evidence"]:
+            if CLAIM_WORDS.search(item["text"]) and not item.get("claims"):
+                out.append(f"{hid}: {item['text'][:70]}...")
+    return out
+
+
 def evidence_table(book_dir: Path = BOOK_DIR) -> pd.DataFrame:
     """One row per hypothesis: its claim, the evidence for and against (with chapters), the verdict."""
     from analysis.hypotheses import hypotheses_table
@@ -81,7 +138,7 @@ def evidence_table(book_dir: Path = BOOK_DIR) -> pd.DataFrame:
     for hid, entry in load_verdict().items():
         by_side = {"for": [], "against": []}
         for item in entry["evidence"]:
-            chapter_no = int(item["chapter"].split("_")[0])
+            chapter_no = chapter_numbers()[item["chapter"]]
             by_side[item["side"]].append(f"{render_evidence(item, book_dir)} (Ch. {chapter_no})")
         rows.append({
             "hypothesis": hid,

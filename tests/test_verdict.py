@@ -56,3 +56,32 @@ def test_styled_table_keeps_every_hypothesis_and_column():
     for hid in hypotheses_table().index:
         assert f">{hid}<" in html
     assert "verdict (confidence)" in html and "text-align: left" in html
+
+
+def test_every_stated_significance_and_direction_holds():
+    # The verdict and the README say "significant", "lower", "ruled out"...: each such line lists
+    # the glued numbers that make it true, and they must (re-checked whenever a chapter changes).
+    failures = [f for entry in verdict.load_verdict().values() for item in entry["evidence"]
+                for f in verdict.check_claims(item)]
+    assert failures == []
+    assert verdict.unchecked_claims() == []
+
+
+def test_a_contradicted_claim_fails(tmp_path):
+    _notebook_with_glue(tmp_path, {"p": "0.088", "b": "-0.18", "lo": "-0.30", "bound": "-0.275"})
+    ok = {"chapter": "99_synthetic", "text": "not significant by state (p = {p:.3f})", "claims": ["p >= 0.05"]}
+    assert verdict.check_claims(ok, tmp_path) == []
+    wrong = {"chapter": "99_synthetic", "text": "significant (p = {p:.3f})", "claims": ["p < 0.05"]}
+    assert verdict.check_claims(wrong, tmp_path) == ["99_synthetic: claim 'p < 0.05' is false (p = 0.088)"]
+    beyond = {"chapter": "99_synthetic", "text": "ruled out", "claims": ["lo > bound"]}
+    assert "is false" in verdict.check_claims(beyond, tmp_path)[0]
+    unknown = {"chapter": "99_synthetic", "text": "x", "claims": ["zz < 1"]}
+    assert "did not glue" in verdict.check_claims(unknown, tmp_path)[0]
+    assert verdict.unchecked_claims({"H9": {"evidence": [{"text": "significant at 5%"}]}}) == [
+        "H9: significant at 5%..."]
+
+
+def test_chapters_are_numbered_as_the_book_numbers_them():
+    numbers = verdict.chapter_numbers()
+    assert numbers["01_third_pillar"] == 1 and numbers["06b_long_run"] == 7
+    assert numbers["13_verdict"] == max(numbers.values())
