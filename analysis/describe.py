@@ -1,10 +1,33 @@
-"""Descriptive statistics and figures of the data chapter (Chapter 2).
+"""Descriptive statistics and figures of the data chapter (Chapter 2), and the measurement checks
+of the annual series used by Chapter 6.
 
 Everything here describes; nothing estimates an effect. Figures return the matplotlib Figure so
 that a chapter can caption it, and never call ``plt.show``.
+
+What the counts are
+-------------------
+The Penn State counts are County Business Patterns (CBP) *employer establishments*: locations
+with paid employees at some time in the year, classified by industry (:data:`ESTABLISHMENT_CLASSES`).
+Six classes are membership organisations (congregations, civic and social, business,
+professional, labour and political organisations with payroll); four are recreation businesses
+(golf courses and country clubs, fitness centres, bowling centres, sports teams and clubs,
+professional ones included). ``community_per_1k`` counts the six; ``assn_per_1k`` all of them
+(plus, in 1997, two SIC-only classes). Volunteer-run groups without payroll are not counted.
+
+The 2017 break of the annual series
+-----------------------------------
+From reference year 2017 CBP publishes a county x industry cell only if it holds three or more
+establishments (earlier years published every cell with its count). The Urban Institute's
+series sums the published cells of the ten industries, so from 2017 every industry with one or
+two establishments in a county drops out of its count, and a county with no cell of three or
+more has no value. :func:`suppression_test` checks this against the data: it applies the rule to
+the 2014 Penn State cell counts (CBP 2014, the same ten industries) and compares the predicted
+loss with the observed 2016 -> 2017 change, county by county.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,9 +36,36 @@ import seaborn as sns
 
 from analysis.estimation import within_transform
 
+#: The establishment classes of the Penn State wave files (County Business Patterns, employer
+#: establishments): panel column -> (title, NAICS code 2005-2014, SIC code 1997, group).
+ESTABLISHMENT_CLASSES: dict[str, tuple[str, str, str, str]] = {
+    "n_religious": ("Religious organisations (congregations with payroll)", "813110", "8661", "community"),
+    "n_civic": ("Civic and social organisations", "813410", "8641", "community"),
+    "n_business": ("Business associations (chambers of commerce, trade groups)", "813910", "8611", "community"),
+    "n_professional": ("Professional organisations", "813920", "8621", "community"),
+    "n_labour": ("Labour unions and similar organisations", "813930", "8631", "community"),
+    "n_political": ("Political organisations", "813940", "8651", "community"),
+    "n_golf": ("Golf courses and country clubs", "713910", "7992", "recreation business"),
+    "n_fitness": ("Fitness and recreational sports centres (commercial gyms included)", "713940", "7991",
+                  "recreation business"),
+    "n_bowling": ("Bowling centres", "713950", "7933", "recreation business"),
+    "n_sports_clubs": ("Sports teams and clubs (professional ones included)", "711211", "7941",
+                       "recreation business"),
+    "n_membership_sports": ("Membership sports and recreation clubs", "none (SIC only)", "7997", "1997 only"),
+    "n_membership_nec": ("Membership organisations not elsewhere classified", "none (SIC only)", "8699",
+                         "1997 only"),
+}
+#: The six membership classes of ``community_per_1k`` and the ten classes of every wave.
+COMMUNITY_CLASSES: tuple[str, ...] = tuple(k for k, v in ESTABLISHMENT_CLASSES.items() if v[3] == "community")
+TEN_CLASSES: tuple[str, ...] = tuple(k for k, v in ESTABLISHMENT_CLASSES.items() if v[3] != "1997 only")
+SIC_ONLY_CLASSES: tuple[str, ...] = tuple(k for k, v in ESTABLISHMENT_CLASSES.items() if v[3] == "1997 only")
+#: CBP's publication threshold from reference year 2017: establishments per county x industry cell.
+CBP_MIN_CELL_2017 = 3
+
 #: Density measures of the wave panel and their labels (units in the label).
 WAVE_DENSITIES = {
     "assn_per_1k": "All associations per 1,000 people",
+    "community_per_1k": "Community organisations (six membership classes) per 1,000 people",
     "civic_religious_per_10k": "Civic and religious per 10,000",
     "business_prof_labour_political_per_10k": "Business, professional, labour, political per 10,000",
     "recreation_sports_per_10k": "Recreation and sports per 10,000",
@@ -90,7 +140,7 @@ def density_distribution_figure(waves: pd.DataFrame) -> plt.Figure:
 
 def type_trends_figure(waves: pd.DataFrame) -> plt.Figure:
     """Median county density of each organisation-type group by wave."""
-    cols = [c for c in WAVE_DENSITIES if c != "assn_per_1k"]
+    cols = [c for c in WAVE_DENSITIES if not c.endswith("_per_1k")]  # the per-10,000 type groups
     med = waves.groupby("year")[cols].median().rename(columns=WAVE_DENSITIES)
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for label in med.columns:
@@ -118,7 +168,8 @@ def outcome_trends_figure(waves: pd.DataFrame) -> plt.Figure:
 
 
 def annual_density_figure(annual: pd.DataFrame, break_year: int = 2017) -> plt.Figure:
-    """Median associations per 10,000 (with IQR) and counties with data, 2014-2022."""
+    """Median associations per 10,000 (with IQR) and counties with data, 2014-2022; the dashed line
+    marks CBP's three-establishment publication rule (from reference year 2017)."""
     q = annual.groupby("year")["associations_per_10k"].quantile([0.25, 0.5, 0.75]).unstack()
     n = annual.groupby("year")["associations_per_10k"].count()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -128,7 +179,7 @@ def annual_density_figure(annual: pd.DataFrame, break_year: int = 2017) -> plt.F
     for a in (ax, ax2):
         a.axvline(break_year - 0.5, color="black", linestyle="--", linewidth=1)
         a.set_xlabel("Year")
-    ax.text(break_year - 0.4, ax.get_ylim()[1], " NAICS 2017", va="top", fontsize=8)
+    ax.text(break_year - 0.4, ax.get_ylim()[1], " 3-establishment rule", va="top", fontsize=8)
     ax.set_ylabel("Membership associations per 10,000")
     ax.legend(fontsize=8, frameon=False)
     ax2.set_ylabel("Counties with a value")
@@ -157,7 +208,7 @@ def variance_shares_figure(shares: pd.DataFrame, labels: dict[str, str]) -> plt.
 
 def series_break_summary(annual: pd.DataFrame, col: str = "associations_per_10k",
                          before: int = 2016, after: int = 2017) -> dict[str, float]:
-    """How the annual association series changes across the NAICS 2017 break.
+    """How the annual association series changes across the 2017 break (CBP's publication rule).
 
     ``median_ratio``: median over counties with both years of value(after) / value(before);
     ``counties_lost``: counties with a value before the break and none after it.
@@ -182,3 +233,201 @@ def crosswalk_summary(report: dict) -> pd.DataFrame:
     out.index = out.index.astype(int)
     out.index.name = "wave"
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# What the counts are (Chapter 2)
+# --------------------------------------------------------------------------------------------
+
+
+def establishment_classes_table() -> pd.DataFrame:
+    """:data:`ESTABLISHMENT_CLASSES` as a table, one row per panel column."""
+    return pd.DataFrame.from_dict(ESTABLISHMENT_CLASSES, orient="index",
+                                  columns=["establishments", "NAICS (2005-2014)", "SIC (1997)", "group"]
+                                  ).rename_axis("column")
+
+
+def community_vs_all(waves: pd.DataFrame, measures=("assn_per_1k", "community_per_1k"),
+                     entity: str = "fips", time: str = "year") -> pd.DataFrame:
+    """The two density measures side by side, on the county-waves where both are observed.
+
+    Rows: the measures. Columns: ``mean``, ``sd_within`` (SD after removing county and wave
+    means, the variation a two-way fixed-effects estimate uses), ``share_of_count`` (the
+    measure's establishments as a share of all establishments counted in ``assn_per_1k``,
+    pooled over county-waves), ``corr_levels`` and ``corr_within`` (correlation with the first
+    measure, in levels and net of county and wave means).
+    """
+    measures = list(measures)
+    d = waves.dropna(subset=measures)
+    resid = within_transform(d, measures, absorb="unit+time", entity=entity, time=time)
+    total = float((d[measures[0]] * d["population"]).sum())
+    rows = {}
+    for m in measures:
+        rows[m] = {
+            "mean": float(d[m].mean()),
+            "sd_within": float(resid[m].std()),
+            "share_of_count": float((d[m] * d["population"]).sum()) / total,
+            "corr_levels": float(np.corrcoef(d[measures[0]], d[m])[0, 1]),
+            "corr_within": float(np.corrcoef(resid[measures[0]], resid[m])[0, 1]),
+        }
+    return pd.DataFrame(rows).T
+
+
+def sic_only_share(waves: pd.DataFrame, year: int = 1997) -> pd.Series:
+    """Share of each county's ``year`` establishments in the two SIC-only classes (membership sports
+    and recreation clubs, SIC 7997; membership organisations n.e.c., SIC 8699), which have no NAICS
+    successor in the later waves: the part of the 1997 count that later waves do not count.
+    Counties with no establishment (or a source gap) are left out. Indexed by county."""
+    d = waves.loc[waves["year"] == year].set_index("fips")
+    counts = d[list(TEN_CLASSES + SIC_ONLY_CLASSES)].astype("float64")
+    total = counts.sum(axis=1, min_count=1)
+    ok = total > 0
+    return (counts.loc[ok, list(SIC_ONLY_CLASSES)].sum(axis=1) / total[ok]).rename("sic_only_share")
+
+
+def nonprofit_medians(waves: pd.DataFrame) -> pd.Series:
+    """Median county NCCS non-profits per 10,000 residents in each wave."""
+    return waves.groupby("year")["nonprofits_per_10k"].median().rename("median_nonprofits_per_10k")
+
+
+# --------------------------------------------------------------------------------------------
+# The 2017 break of the annual series: CBP's three-establishment publication rule
+# --------------------------------------------------------------------------------------------
+
+
+def implied_counts(annual: pd.DataFrame, col: str = "associations_per_10k", per: float = 1e4,
+                   exact_below: int = 100_000) -> pd.Series:
+    """Establishments behind each annual density: density x population / ``per``.
+
+    The Urban Institute publishes the density rounded to 0.1 per 10,000, so the implied count is
+    within 0.05 x population / 10,000 of an integer: below ``exact_below`` residents that is
+    less than 0.5 and the count is rounded to the integer it must be; above, the (large) count is
+    left unrounded.
+    """
+    raw = annual[col].astype(float) * annual["population"].astype(float) / per
+    return raw.where(annual["population"] >= exact_below, raw.round()).rename("establishments")
+
+
+def small_totals_by_year(annual: pd.DataFrame, below: int = CBP_MIN_CELL_2017) -> pd.DataFrame:
+    """Counties whose implied annual count is 1 to ``below`` - 1 establishments, by year, beside the
+    counties with a value. Under a rule that publishes only cells of ``below`` or more, a county's
+    published total can never be 1 or 2: such totals must vanish from the first year of the rule."""
+    n = implied_counts(annual)
+    g = pd.DataFrame({"year": annual["year"], "n": n})
+    out = g.groupby("year").agg(counties_with_value=("n", "count"))
+    out[f"total_1_to_{below - 1}"] = g.loc[(g["n"] >= 1) & (g["n"] < below)].groupby("year").size()
+    return out.fillna(0).astype(int)
+
+
+def suppression_exposure(waves: pd.DataFrame, year: int = 2014, threshold: int = CBP_MIN_CELL_2017) -> pd.DataFrame:
+    """Each county's establishments in ``year`` (the ten classes) and the share CBP would still
+    publish under a ``threshold`` rule: ``total``, ``published`` (sum of classes with at least
+    ``threshold`` establishments), ``retained`` = published / total and ``lost_entirely``
+    (no class reaches the threshold). Indexed by county."""
+    cells = waves.loc[waves["year"] == year].set_index("fips")[list(TEN_CLASSES)].astype("float64")
+    total = cells.sum(axis=1)
+    published = cells.where(cells >= threshold, 0.0).sum(axis=1)
+    out = pd.DataFrame({"total": total, "published": published})
+    out = out[out["total"] > 0]
+    out["retained"] = out["published"] / out["total"]
+    out["lost_entirely"] = out["published"] == 0
+    return out
+
+
+@dataclass
+class SuppressionTest:
+    """The 2016 -> 2017 change of the annual series against CBP's three-establishment rule.
+
+    ``by_size``: one row per quarter of 2016 population: counties with a 2016 value, counties
+    that lose it in 2017 (observed) and that the rule predicts to lose (no 2014 class of three
+    or more), the median observed 2017/2016 ratio of counts and the median predicted retained
+    share. ``lost``: cross-table of observed and predicted losses. ``slope``, ``slope_se``,
+    ``intercept``, ``intercept_se``: OLS (HC1) of the log observed ratio on the log predicted
+    retained share across counties (a rule that explains the break gives a slope near one and
+    an intercept near zero; a reclassification that cut every county by the same share would
+    give a slope of zero and an intercept equal to the log of that share). ``corr``: their
+    correlation. ``unaffected_median_ratio``: the median observed ratio among counties with no
+    class of one or two establishments in 2014 (the rule removes nothing there), ``n_unaffected``.
+    """
+
+    by_size: pd.DataFrame
+    lost: pd.DataFrame
+    slope: float
+    slope_se: float
+    intercept: float
+    intercept_se: float
+    corr: float
+    unaffected_median_ratio: float
+    n_unaffected: int
+    n_counties: int
+
+
+def suppression_test(annual: pd.DataFrame, waves: pd.DataFrame, before: int = 2016, after: int = 2017,
+                     exposure_year: int = 2014, threshold: int = CBP_MIN_CELL_2017) -> SuppressionTest:
+    """Compare the observed ``before`` -> ``after`` change of the annual count with the loss the
+    publication rule predicts from the ``exposure_year`` class counts (see :class:`SuppressionTest`)."""
+    import statsmodels.api as sm
+
+    counts = annual.assign(n=implied_counts(annual)).pivot(index="fips", columns="year", values="n")
+    pop = annual.loc[annual["year"] == before].set_index("fips")["population"]
+    obs = pd.DataFrame({"before": counts[before], "after": counts[after], "population": pop}).dropna(
+        subset=["before"])
+    obs = obs[obs["before"] > 0]
+    exp = suppression_exposure(waves, exposure_year, threshold)
+    d = obs.join(exp, how="inner")
+    d["ratio"] = d["after"] / d["before"]
+    d["lost_observed"] = d["after"].isna()
+    d["size"] = pd.qcut(d["population"], 4, labels=["smallest quarter", "second", "third", "largest quarter"])
+    by_size = d.groupby("size", observed=True).agg(
+        counties=("before", "size"), lost_observed=("lost_observed", "sum"), lost_predicted=("lost_entirely", "sum"),
+        median_ratio_observed=("ratio", "median"), median_retained_predicted=("retained", "median"))
+    lost = pd.crosstab(d["lost_observed"].rename("lost in 2017 (observed)"),
+                       d["lost_entirely"].rename("no class of 3+ in 2014 (predicted lost)"))
+    ok = d["ratio"].notna() & (d["retained"] > 0)
+    x, y = np.log(d.loc[ok, "retained"]), np.log(d.loc[ok, "ratio"])
+    ols = sm.OLS(y.to_numpy(), sm.add_constant(x.to_numpy())).fit(cov_type="HC1")
+    unaffected = d.loc[d["retained"] == 1, "ratio"].dropna()
+    return SuppressionTest(
+        by_size=by_size, lost=lost, slope=float(ols.params[1]), slope_se=float(ols.bse[1]),
+        intercept=float(ols.params[0]), intercept_se=float(ols.bse[0]), corr=float(np.corrcoef(x, y)[0, 1]),
+        unaffected_median_ratio=float(unaffected.median()), n_unaffected=int(unaffected.size), n_counties=len(d),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 6: what the publication rule does to year-on-year changes and events
+# --------------------------------------------------------------------------------------------
+
+
+def count_changes_by_size(annual: pd.DataFrame, break_year: int = 2017, jump: int = CBP_MIN_CELL_2017
+                          ) -> pd.DataFrame:
+    """Year-on-year changes of the implied annual count, by county size (halves of mean population)
+    and series segment (the change across the break is left out). ``share_jump`` is the share of
+    changes of ``jump`` establishments or more in either direction: a class crossing the
+    publication threshold (2 -> 3 or 3 -> 2) moves the published count by three at once, so
+    after the break such jumps should become more frequent where counts are small, and only there.
+    ``sd_log_change``: SD of the year-on-year log change of the density."""
+    d = annual[["fips", "year", "population", "associations_per_10k"]].assign(n=implied_counts(annual))
+    d = d.sort_values(["fips", "year"])
+    g = d.groupby("fips")
+    consecutive = g["year"].diff() == 1
+    d["dn"] = g["n"].diff().where(consecutive & (d["year"] != break_year))
+    d["dlog"] = np.log(d["associations_per_10k"]).groupby(d["fips"]).diff().where(d["dn"].notna())
+    mean_pop = g["population"].transform("mean")
+    d["size"] = np.where(mean_pop < mean_pop.groupby(d["fips"]).first().median(), "smaller half", "larger half")
+    d["segment"] = np.where(d["year"] >= break_year, f"{break_year} on", f"before {break_year}")
+    v = d.dropna(subset=["dn"])
+    return v.groupby(["size", "segment"]).agg(
+        changes=("dn", "size"), share_jump=("dn", lambda s: float((s.abs() >= jump).mean())),
+        sd_log_change=("dlog", "std")).sort_index(ascending=[False, False])
+
+
+def events_by_size_and_segment(changes: pd.DataFrame, break_year: int = 2017, small_classes: int = 5
+                               ) -> pd.DataFrame:
+    """Where a Chapter 6 event definition's events fall: counties' first events by size (the
+    ``small_classes`` smallest of the definition's size classes, i.e. the smaller half of ten)
+    and by segment. ``changes`` is ``EventDefinition.changes``."""
+    first = changes.loc[changes["event"]].sort_values("year").drop_duplicates("fips")
+    size = np.where(first["size_class"] < small_classes, "smaller half", "larger half")
+    seg = np.where(first["year"] >= break_year, f"{break_year} on", f"before {break_year}")
+    return pd.crosstab(pd.Series(size, name="size"), pd.Series(seg, name="segment"))

@@ -25,6 +25,29 @@ both (change from wave t to t+1 on the change from t-1 to t, with wave effects).
 default), OLS with an intercept (or state effects as dummies), SEs clustered by state
 (CR1, every dummy counted in K).
 
+``own_lag=True`` adds each dependent variable's own last-wave value (forward
+:math:`y_{i,t+1} = \beta x_{it} + \rho y_{it} + \dots`, reverse
+:math:`x_{i,t+1} = \gamma y_{it} + \phi x_{it} + \dots`): a Granger-type test, with the
+Nickell bias of order :math:`1/T` in the own-lag coefficient (:func:`nickell_bias`).
+:func:`direction_table` reports every coefficient's minimum detectable effect
+(:func:`analysis.policy.minimum_detectable_effect`, 80% power, 5% two-sided), raw and
+standardised.
+
+Power and policy units
+----------------------
+:func:`pooled_gradients` recomputes Chapter 3's pooled cross-county gradient of each outcome
+(:func:`analysis.between_within.chapter3_specs`, ``"pooled"``); :func:`policy_frame` reads any
+set of slopes in the policy units of hypotheses addition A1 through
+:func:`analysis.policy.policy_units`, and refuses to express an effect as a share of a gradient
+whose sign is against the thesis.
+
+Annual income around the waves
+------------------------------
+:func:`income_growth_panel` adds to the wave panel the growth of BEA per-capita income relative
+to the US over the five years after and before each wave; :func:`income_growth_models` fits
+both directions with county and year (or state-by-year) effects and each dependent variable's
+own past, clustered by county, with pyfixest (checked against :func:`analysis.estimation.fit`).
+
 Dynamic-panel GMM
 -----------------
 :func:`fit_gmm` estimates
@@ -80,7 +103,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.estimation import ModelSpec, PanelResult, SpecificationError, fit, within_transform
+from analysis.estimation import (
+    ModelSpec,
+    PanelResult,
+    SpecificationError,
+    fit,
+    within_transform,
+)
+from analysis.policy import minimum_detectable_effect
 
 __all__ = [
     "DynamicPanelError",
@@ -211,17 +241,33 @@ def lead_lag_models(
     form: str = "levels",
     entity: str = "fips",
     time: str = "year",
+    own_lag: bool = False,
 ) -> dict[str, PanelResult]:
-    """The forward and reverse one-wave-ahead regressions for one outcome.
+    r"""The forward and reverse one-wave-ahead regressions for one outcome.
 
     ``form="levels"``: TWFE (county and wave effects, clustered by county) of the outcome on
     last wave's density (``"forward"``) and of density on last wave's outcome
     (``"reverse"``). ``form="changes"``: first differences with wave effects, clustered by
     county: the change in the outcome since last wave on the change in density one wave
     earlier, and the reverse. Returns ``{"forward": result, "reverse": result}``.
+
+    ``own_lag=True`` (levels only) adds the dependent variable's own last-wave value, which
+    makes each direction a Granger-type test (does the other variable predict beyond the
+    dependent variable's own past?): forward
+    :math:`y_{i,t+1} = \beta x_{it} + \rho y_{it} + \alpha_i + \delta_{t+1} + u`, reverse
+    :math:`x_{i,t+1} = \gamma y_{it} + \phi x_{it} + \alpha_i + \delta_{t+1} + u`. The
+    coefficient of interest stays the first regressor. With county effects the own-lag
+    coefficient carries a Nickell bias of order :math:`1/T` (:func:`nickell_bias`), which
+    spills into the other coefficient in proportion to the within-county correlation of the
+    two lagged regressors.
     """
     if form not in ("levels", "changes"):
         raise DynamicPanelError(f"form must be 'levels' or 'changes', not {form!r}.")
+    if own_lag and form != "levels":
+        raise DynamicPanelError(
+            "own_lag needs form='levels': in first differences the lagged change of the dependent variable "
+            "contains last wave's error and is correlated with this wave's differenced error by construction."
+        )
     _check_columns(df, [outcome, density, entity, time])
     lagged = add_lags(df, [outcome, density], lags=(1,), entity=entity, time=time)
     est = {"levels": dict(estimator="twfe"), "changes": dict(estimator="fd", effects="time")}[form]
@@ -230,7 +276,9 @@ def lead_lag_models(
         "forward": (outcome, lag_name(density, 1)),
         "reverse": (density, lag_name(outcome, 1)),
     }.items():
-        spec = ModelSpec(outcome=dep, regressors=(reg,), cov="cluster-unit", entity=entity, time=time, **est)
+        controls = (lag_name(dep, 1),) if own_lag else ()
+        spec = ModelSpec(outcome=dep, regressors=(reg,), controls=controls, cov="cluster-unit", entity=entity,
+                         time=time, **est)
         out[direction] = fit(spec, lagged)
     return out
 
@@ -242,35 +290,43 @@ def direction_table(
     form: str = "levels",
     entity: str = "fips",
     time: str = "year",
+    own_lag: bool = False,
 ) -> pd.DataFrame:
     """Both directions for every outcome, side by side (see :func:`lead_lag_models`).
 
     One row per (outcome, direction): ``coef``, ``se``, ``p`` (t with G-1 df, county
     clusters), ``std_coef``, ``std_low``, ``std_high`` (standardised, 95%), ``nobs``,
-    ``n_units``, and the ``lagged`` regressor's name.
+    ``n_units``, ``mde`` and ``mde_std`` (the minimum detectable effect at 80% power and 5%
+    two-sided, :func:`analysis.policy.minimum_detectable_effect`, raw and standardised), and
+    the ``lagged`` regressor's name; with ``own_lag`` also ``own_lag_coef``
+    (the dependent variable's own last-wave coefficient, Nickell-biased: a diagnostic, not a
+    result).
     """
     rows = []
     for y in outcomes:
-        models = lead_lag_models(df, y, density=density, form=form, entity=entity, time=time)
+        models = lead_lag_models(df, y, density=density, form=form, entity=entity, time=time, own_lag=own_lag)
         lagged = add_lags(df, [y, density], lags=(1,), entity=entity, time=time)
         for direction, r in models.items():
             reg = r.spec.regressors[0]
             s = standardised(r, lagged, reg)
-            rows.append(
-                {
-                    "outcome": y,
-                    "direction": direction,
-                    "regressor": reg,
-                    "coef": float(r.params[reg]),
-                    "se": float(r.std_errors[reg]),
-                    "p": float(r.pvalues[reg]),
-                    "std_coef": s["estimate"],
-                    "std_low": s["conf_low"],
-                    "std_high": s["conf_high"],
-                    "nobs": r.nobs_estimation,
-                    "n_units": r.n_units,
-                }
-            )
+            row = {
+                "outcome": y,
+                "direction": direction,
+                "regressor": reg,
+                "coef": float(r.params[reg]),
+                "se": float(r.std_errors[reg]),
+                "p": float(r.pvalues[reg]),
+                "std_coef": s["estimate"],
+                "std_low": s["conf_low"],
+                "std_high": s["conf_high"],
+                "mde": minimum_detectable_effect(float(r.std_errors[reg])),
+                "mde_std": minimum_detectable_effect(float(r.std_errors[reg])) * s["sd_x"] / s["sd_y"],
+                "nobs": r.nobs_estimation,
+                "n_units": r.n_units,
+            }
+            if own_lag:
+                row["own_lag_coef"] = float(r.params[r.spec.controls[0]])
+            rows.append(row)
     return pd.DataFrame(rows).set_index(["outcome", "direction"])
 
 
@@ -931,3 +987,211 @@ def direction_plot(table: pd.DataFrame, ax=None, labels: dict | None = None):
 
 
 __all__.append("direction_plot")
+
+
+# --------------------------------------------------------------------------------------
+# Power and policy units of the direction designs (hypotheses addition A1)
+# --------------------------------------------------------------------------------------
+
+#: Sign of a coefficient that means "better" for each wave outcome (the thesis's direction).
+THESIS_SIGN: dict[str, int] = {
+    "unemployment_rate": -1,
+    "poverty_rate": -1,
+    "child_poverty_rate": -1,
+    "log_median_hh_income": 1,
+}
+
+
+def pooled_gradients(df: pd.DataFrame, outcomes=CHAPTER_OUTCOMES, regressor: str = "assn_per_1k") -> pd.Series:
+    """The pooled cross-county gradient of each outcome on ``regressor``: Chapter 3's pooled OLS with
+    year effects, SEs clustered by county, on the outcome's balanced sample
+    (:func:`analysis.between_within.chapter3_specs` and :func:`~analysis.between_within.balanced_sample`),
+    in outcome units per unit of ``regressor``."""
+    from analysis.between_within import balanced_sample, chapter3_specs
+
+    out = {}
+    for y in outcomes:
+        sample, _ = balanced_sample(df, y, regressor)
+        r = fit(chapter3_specs(y, regressor)["pooled"], sample)
+        out[y] = float(r.params[regressor])
+    return pd.Series(out, name="pooled_gradient")
+
+
+def policy_frame(estimates: pd.DataFrame, gradients: pd.Series, population: float,
+                 thesis_sign: dict[str, int] | None = None, relevant_share: float = 0.25) -> pd.DataFrame:
+    """Each slope in policy units (:func:`analysis.policy.policy_units`), one row per index entry.
+
+    ``estimates`` has columns ``outcome``, ``estimate`` and ``se`` (per organisation per 1,000
+    residents; any index); ``gradients`` the pooled gradient of each outcome; ``population`` the
+    reference county for "ten more organisations". Columns: ``estimate``, ``se``, ``mde`` (80%
+    power, 5% two-sided), ``mde_per_ten``, ``edge`` (the 90% interval's end in the thesis's
+    direction: every effect beyond it is ruled out), ``edge_per_ten``, ``edge_share`` and
+    ``mde_share`` (as shares of the pooled gradient) and ``reading`` (A1: "ruled out" when the
+    interval excludes every effect of at least ``relevant_share`` of the gradient in the
+    thesis's direction, else "not identified"). Where the pooled gradient itself has the sign
+    opposite to the thesis (median income: denser counties are poorer) no effect "of policy
+    interest" can be defined as a share of it: the share columns are NaN and ``reading`` says so.
+    """
+    from analysis.policy import policy_units
+
+    thesis_sign = thesis_sign or THESIS_SIGN
+    rows = []
+    for idx, r in estimates.iterrows():
+        y = r["outcome"]
+        sign, grad = thesis_sign[y], float(gradients[y])
+        u = policy_units(float(r["estimate"]), float(r["se"]), thesis_sign=sign, pooled_gradient=grad,
+                         population=population, relevant_share=relevant_share)
+        aligned = np.sign(grad) == sign
+        rows.append({
+            "estimate": u.estimate, "se": u.std_error, "mde": u.mde, "mde_per_ten": u.mde_per_ten,
+            "edge": u.ruled_out_beyond, "edge_per_ten": u.ruled_out_per_ten,
+            "edge_share": u.ruled_out_share_of_gradient if aligned else np.nan,
+            "mde_share": u.mde_share_of_gradient if aligned else np.nan,
+            "reading": u.reading if aligned else "gradient of the wrong sign",
+        })
+    return pd.DataFrame(rows, index=estimates.index)
+
+
+# --------------------------------------------------------------------------------------
+# Annual income around the waves (issue 13): more than four time points of the outcome
+# --------------------------------------------------------------------------------------
+
+
+def income_growth_panel(
+    waves: pd.DataFrame,
+    income: pd.DataFrame,
+    horizon: int = 5,
+    outcome: str = "log_pcpi_rel_us",
+    entity: str = "fips",
+    time: str = "year",
+) -> pd.DataFrame:
+    r"""The wave panel with the growth of annual income around each wave.
+
+    Adds ``income_level`` (``outcome`` in the wave year), ``income_growth_next``
+    :math:`= y_{i,t+h} - y_{it}` and ``income_growth_past`` :math:`= y_{it} - y_{i,t-h}` (log
+    points; :math:`h` = ``horizon`` calendar years, :math:`t` the wave year) from the annual
+    ``income`` panel (BEA per-capita personal income relative to the US, ``log_pcpi_rel_us``).
+    Counties that BEA publishes only inside a combination area (most of Virginia's independent
+    cities and their counties) have no county row and get missing values.
+    """
+    _check_columns(waves, [entity, time])
+    _check_columns(income, [entity, time, outcome])
+    inc = income[[entity, time, outcome]].dropna().set_index([entity, time])[outcome]
+    if inc.index.duplicated().any():
+        raise DynamicPanelError(f"The income panel is not uniquely indexed by ({entity}, {time}).")
+
+    def at(offset: int) -> np.ndarray:
+        keys = pd.MultiIndex.from_arrays([waves[entity].to_numpy(), waves[time].to_numpy() + offset])
+        return inc.reindex(keys).to_numpy(dtype=float)
+
+    out = waves.copy()
+    now = at(0)
+    out["income_level"] = now
+    out["income_growth_next"] = at(horizon) - now
+    out["income_growth_past"] = now - at(-horizon)
+    return out
+
+
+@dataclass(frozen=True)
+class GrowthFit:
+    """One income-growth regression: the coefficient on ``regressor`` (``coef``, ``se``, ``p`` with t on
+    G-1 df, county clusters), its standardised value ``std_coef`` (SDs of the dependent variable per SD
+    of the regressor, both net of county and year means), ``nobs`` and ``n_units``."""
+
+    direction: str
+    dependent: str
+    regressor: str
+    controls: tuple[str, ...]
+    effects: str
+    coef: float
+    se: float
+    p: float
+    std_coef: float
+    nobs: int
+    n_units: int
+
+
+GROWTH_EFFECTS: dict[str, str] = {"unit+time": "year", "state-by-year": "_state_year"}
+
+
+def income_growth_models(
+    panel: pd.DataFrame,
+    density: str = "assn_per_1k",
+    effects: str = "unit+time",
+    entity: str = "fips",
+    time: str = "year",
+    state: str = "state_fips",
+) -> dict[str, GrowthFit]:
+    r"""Both directions with annual income around the waves (see :func:`income_growth_panel`).
+
+    * forward: :math:`g^{next}_{it} = \beta x_{it} + \rho\, g^{past}_{it} + \alpha_i + \delta_t + u_{it}`:
+      does density at a wave predict the next five years' income growth, beyond the past five?
+    * reverse: :math:`x_{it} = \gamma\, g^{past}_{it} + \phi x_{i,t-1} + \alpha_i + \delta_t + u_{it}`:
+      does the past five years' income growth predict density, beyond last wave's density?
+
+    County effects and year (``effects="unit+time"``) or state-by-year effects
+    (``"state-by-year"``), SEs clustered by county (CR1). Estimated with pyfixest ``feols``
+    (absorbing both sets of effects by alternating projections: the book's
+    :func:`analysis.estimation.fit` builds state-by-year dummies, which takes seconds a fit here);
+    ``tests/test_dynamic.py`` checks it against :func:`~analysis.estimation.fit` with both effects.
+    The lagged own value makes each direction a Granger-type test, with the Nickell bias of a
+    short panel (the waves' five-year windows also overlap: the growth after the 2009 wave is the
+    growth before the 2014 wave).
+    """
+    import pyfixest as pf
+
+    if effects not in GROWTH_EFFECTS:
+        raise DynamicPanelError(f"effects must be one of {', '.join(map(repr, GROWTH_EFFECTS))}, not {effects!r}.")
+    _check_columns(panel, [entity, time, state, density, "income_growth_next", "income_growth_past"])
+    d = add_lags(panel, [density], lags=(1,), entity=entity, time=time)
+    d["_state_year"] = d[state].astype(str) + "_" + d[time].astype(str)
+    fe2 = GROWTH_EFFECTS[effects]
+    specs = {
+        "forward": ("income_growth_next", density, ("income_growth_past",)),
+        "reverse": (density, "income_growth_past", (lag_name(density, 1),)),
+    }
+    out = {}
+    for direction, (dep, reg, ctl) in specs.items():
+        cols = [dep, reg, *ctl]
+        sample = d.dropna(subset=cols)
+        # singletons kept (fixef_rm="none"), as the book's estimator keeps them: same sample, same CR1
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The inplace keyword")  # pyfixest under pandas 3
+            m = pf.feols(f"{dep} ~ {' + '.join([reg, *ctl])} | {entity} + {fe2}", data=sample,
+                         vcov={"CRV1": entity}, fixef_rm="none")
+        tidy = m.tidy()
+        resid = within_transform(sample, [dep, reg], absorb="unit+time", entity=entity, time=time)
+        b = float(tidy.loc[reg, "Estimate"])
+        out[direction] = GrowthFit(
+            direction=direction, dependent=dep, regressor=reg, controls=ctl, effects=effects, coef=b,
+            se=float(tidy.loc[reg, "Std. Error"]), p=float(tidy.loc[reg, "Pr(>|t|)"]),
+            std_coef=b * float(resid[reg].std()) / float(resid[dep].std()),
+            nobs=int(m._N), n_units=int(sample[entity].nunique()),
+        )
+    return out
+
+
+def income_growth_table(panel: pd.DataFrame, densities=("assn_per_1k",), effects=("unit+time", "state-by-year"),
+                        entity: str = "fips", time: str = "year") -> pd.DataFrame:
+    """:func:`income_growth_models` for each density and effects, one row per (density, effects,
+    direction) with the fields of :class:`GrowthFit`."""
+    rows = []
+    for dens in densities:
+        for eff in effects:
+            for direction, g in income_growth_models(panel, dens, eff, entity, time).items():
+                rows.append({"density": dens, "effects": eff, "direction": direction, "regressor": g.regressor,
+                             "coef": g.coef, "se": g.se, "p": g.p, "std_coef": g.std_coef, "nobs": g.nobs,
+                             "n_units": g.n_units})
+    return pd.DataFrame(rows).set_index(["density", "effects", "direction"])
+
+
+__all__ += [
+    "GROWTH_EFFECTS",
+    "THESIS_SIGN",
+    "GrowthFit",
+    "income_growth_models",
+    "income_growth_panel",
+    "income_growth_table",
+    "policy_frame",
+    "pooled_gradients",
+]
