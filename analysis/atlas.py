@@ -448,14 +448,14 @@ def race_scorecard(table: pd.DataFrame, alpha: float = 0.05, civic: Sequence[str
     return out
 
 
-def horse_race_figure(table: pd.DataFrame, measure_labels: Mapping[str, str] = MEASURES, ncols: int = 3):
-    """One panel per outcome: each measure's standardised coefficient alone (open) and together (filled), 95% CI."""
-    import matplotlib.pyplot as plt
+def horse_race_figure(table: pd.DataFrame, measure_labels: Mapping[str, str] = MEASURES, ncols: int = 2):
+    """One panel per outcome, in rows of ``ncols``: each measure's standardised coefficient alone
+    (open) and together (filled), 95% CI."""
+    from analysis.plots import panel_grid
 
     outcomes = list(dict.fromkeys(table["outcome"]))
-    nrows = -(-len(outcomes) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 2.6 * nrows), sharex=True, sharey=True)
-    axes = np.atleast_1d(axes).ravel()
+    fig, axes = panel_grid(len(outcomes), max_cols=ncols, row_height=2.5, sharex=True, sharey=True)
+    ncols = min(ncols, len(outcomes))
     measures = list(dict.fromkeys(table["measure"]))
     ypos = {m: i for i, m in enumerate(reversed(measures))}
     for ax, y in zip(axes, outcomes, strict=False):
@@ -467,14 +467,13 @@ def horse_race_figure(table: pd.DataFrame, measure_labels: Mapping[str, str] = M
             ax.plot(s["coef"], yy, "o", color="C0" if model == "alone" else "C1", label=model, ms=5, **style)
         ax.axvline(0, color="0.4", ls="--", lw=1)
         n = int(t["nobs"].iloc[0])
-        ax.set_title(f"{OUTCOMES[y].label} (n={n:,})", fontsize=9)
+        ax.set_title(f"{OUTCOMES[y].label} (n={n:,})", fontsize=10)
         ax.set_yticks(list(ypos.values()))
-        ax.set_yticklabels([measure_labels.get(m, m) for m in ypos], fontsize=8)
-    for ax in axes[len(outcomes):]:
-        ax.set_visible(False)
-    for ax in axes[(nrows - 1) * ncols:]:
-        ax.set_xlabel("SDs of outcome per SD of measure", fontsize=8)
-    axes[0].legend(frameon=False, fontsize=8, loc="lower left")
+        ax.set_yticklabels([measure_labels.get(m, m) for m in ypos])
+    for i, ax in enumerate(axes):
+        if i + ncols >= len(axes):  # no panel below it
+            ax.set_xlabel("SDs of outcome per SD of measure")
+    axes[0].legend(frameon=False, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -549,9 +548,11 @@ def county_map(
     from matplotlib.collections import PolyCollection
     from matplotlib.patches import Patch
 
+    from analysis.plots import subplots
+
     _require(df, [fips, column])
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4.5))
+        _, ax = subplots(figsize=(7, 4.5))
     values = df.set_index(fips)[column]
     drawn = values.reindex(list(geometry)).astype(float)
     classes = pd.qcut(drawn, q=k, labels=False, duplicates="drop")
@@ -573,7 +574,9 @@ def county_map(
     ax.set_axis_off()
     handles = [Patch(color=colours[i], label=f"{edges[i]:.3g} to {edges[i + 1]:.3g}") for i in range(k)]
     handles.append(Patch(color=(0.85, 0.85, 0.85), label="no value"))
-    ax.legend(handles=handles, loc="lower left", fontsize=7, frameon=False)
+    # below the map, where it covers no county
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, frameon=False,
+              handlelength=1.2, columnspacing=1.0)
     if title:
         ax.set_title(title, fontsize=10)
     return ax
@@ -581,18 +584,13 @@ def county_map(
 
 def atlas_map_figure(df: pd.DataFrame, columns: Mapping[str, str], k: int = 5):
     """A 2-column grid of county choropleths, one per ``columns`` entry (column -> title)."""
-    import matplotlib.pyplot as plt
+    from analysis.plots import panel_grid
 
     geometry = county_geometry("county")
     states = county_geometry("state")
-    n = len(columns)
-    nrows = -(-n // 2)
-    fig, axes = plt.subplots(nrows, 2, figsize=(12, 4.2 * nrows))
-    axes = np.atleast_1d(axes).ravel()
-    for ax, (col, title) in zip(axes, columns.items(), strict=False):
+    fig, axes = panel_grid(len(columns), max_cols=2, row_height=3.9)
+    for ax, (col, title) in zip(axes, columns.items(), strict=True):
         county_map(df, col, geometry, states, ax=ax, k=k, title=title)
-    for ax in axes[n:]:
-        ax.set_visible(False)
     fig.tight_layout()
     return fig
 

@@ -150,9 +150,9 @@ def century_rates(cong: pd.DataFrame, regions: pd.Series | None = None) -> pd.Da
 def century_figure(rates: pd.DataFrame):
     """Two panels: members/adherents per 100 and congregations per 1,000 by wave, US (black) and
     regions. The two membership eras are drawn as separate lines with a gap at the seam."""
-    import matplotlib.pyplot as plt
+    from analysis.plots import subplots
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a1, a2) = subplots(1, 2, figsize=(10, 4.4))
     areas = list(dict.fromkeys(rates.index.get_level_values("area")))
     for i, area in enumerate(areas):
         r = rates.xs(area, level="area")
@@ -164,12 +164,12 @@ def century_figure(rates: pd.DataFrame):
         c = r["congregations_per_1k"].dropna()
         a2.plot(c.index, c, marker="o", markersize=3, label=area, **kw)
     a1.axvspan(1937, 1951, color="0.92")
-    a1.text(1944, a1.get_ylim()[0], "seam:\nmembers\nto\nadherents", ha="center", va="bottom", fontsize=7)
+    a1.text(1944, a1.get_ylim()[0], "seam:\nmembers\nto\nadherents", ha="center", va="bottom", fontsize=9)
     a1.set_ylabel("per 100 residents")
-    a1.set_title("Church members (1906-1936, dashed) and adherents (1952-2020)", fontsize=9)
+    a1.set_title("Church members (1906-1936, dashed)\nand adherents (1952-2020)", fontsize=10)
     a2.set_ylabel("congregations per 1,000 residents")
-    a2.set_title("Congregations (1952-2020)", fontsize=9)
-    a1.legend(fontsize=7, frameon=False)
+    a2.set_title("Congregations (1952-2020)", fontsize=10)
+    a1.legend(frameon=False)
     for a in (a1, a2):
         a.set_xlabel("wave")
     fig.tight_layout()
@@ -200,22 +200,33 @@ def _decimate(ring: np.ndarray, step: int) -> np.ndarray:
 
 
 def long_run_maps(maps: Mapping[str, pd.Series], shared: Sequence[str] = (), k: int = 5, step: int = 4):
-    """A row of county choropleths (Census 2016 boundaries from ``plotly-geo``, offline), one per
-    ``maps`` entry (title -> rate by FIPS), in ``k`` equal-count classes. Maps whose titles are in
-    ``shared`` use one set of class edges, pooled over them, so that they can be compared."""
+    """County choropleths (Census 2016 boundaries from ``plotly-geo``, offline), one per ``maps``
+    entry (title -> rate by FIPS), in ``k`` equal-count classes, two to a row; with an odd number
+    of maps the first is centred on a row of its own. Maps whose titles are in ``shared`` use one
+    set of class edges, pooled over them, so that they can be compared."""
     import matplotlib.pyplot as plt
     from matplotlib.collections import PolyCollection
     from matplotlib.patches import Patch
 
     from analysis.atlas import county_geometry
+    from analysis.plots import MAX_WIDTH_IN, figure
 
     # every ``step``-th vertex: a map a few inches wide does not need 900,000 of them
     geometry = {f: [_decimate(r, step) for r in rings] for f, rings in county_geometry("county").items()}
     states = {f: [_decimate(r, step) for r in rings] for f, rings in county_geometry("state").items()}
     drawn = {t: v.reindex(list(geometry)).astype(float) for t, v in maps.items()}
     pooled = _class_edges(pd.concat([drawn[t] for t in shared]), k) if shared else None
-    fig, axes = plt.subplots(1, len(maps), figsize=(5.2 * len(maps), 3.9))
-    for ax, (title, v) in zip(np.atleast_1d(axes), drawn.items()):
+    n = len(drawn)
+    lone = n % 2 if n > 1 else 0  # an odd map out goes first, centred
+    nrows = lone + (n - lone + 1) // 2
+    fig = figure(figsize=(MAX_WIDTH_IN, 3.9 * nrows))
+    grid = fig.add_gridspec(nrows, 4)
+    cells = ([grid[0, 1:3]] if lone else []) + [grid[lone + i // 2, 2 * (i % 2):2 * (i % 2) + 2]
+                                                   for i in range(n - lone)]
+    if n == 1:
+        cells = [grid[0, :]]
+    axes = [fig.add_subplot(c) for c in cells]
+    for ax, (title, v) in zip(axes, drawn.items(), strict=True):
         edges = pooled if title in shared else _class_edges(v, k)
         cls = pd.Series(np.clip(np.searchsorted(edges, v.to_numpy(), side="right") - 1, 0, len(edges) - 2),
                         index=v.index).where(v.notna())
@@ -233,8 +244,10 @@ def long_run_maps(maps: Mapping[str, pd.Series], shared: Sequence[str] = (), k: 
         ax.set_axis_off()
         handles = [Patch(color=colours[i], label=f"{edges[i]:.3g} to {edges[i + 1]:.3g}") for i in range(len(edges) - 1)]
         handles.append(Patch(color=(0.85, 0.85, 0.85), label="no value"))
-        ax.legend(handles=handles, loc="lower left", fontsize=6, frameon=False)
-        ax.set_title(title, fontsize=9)
+        # below the map, where it covers no county
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, frameon=False,
+                  handlelength=1.2, columnspacing=1.0)
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -537,11 +550,13 @@ def lp_figure(tables: Mapping[str, pd.DataFrame], bound: float | None = LONG_RUN
               ylabel: str = "log points per within-county SD of density"):
     """Local-projection coefficients by horizon with 90% bands, one panel per ``tables`` entry
     (title -> :func:`local_projections` output); the A2 bound as a shaded band where given."""
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 3.8), squeeze=False)
-    for ax, (title, t) in zip(axes[0], tables.items()):
+    from analysis.plots import panel_grid
+
+    ncols = min(2, len(tables))
+    fig, axes = panel_grid(len(tables), max_cols=ncols, width=5.0 * ncols, row_height=3.8)
+    for ax, (title, t) in zip(axes, tables.items(), strict=True):
         if bound is not None and "reading" in t:
             ax.axhspan(-bound, bound, color="C2", alpha=0.15, label=f"A2 bound ±{bound}")
         ax.fill_between(t.index, t["lo90"], t["hi90"], color="C0", alpha=0.3, label="90% interval")
@@ -549,9 +564,10 @@ def lp_figure(tables: Mapping[str, pd.DataFrame], bound: float | None = LONG_RUN
         ax.axhline(0, color="0.3", linewidth=0.8)
         ax.set_xlabel("years after the wave (h)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7, frameon=False)
-    axes[0][0].set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.legend(frameon=False)
+    for ax in axes[::ncols]:  # the first panel of each row
+        ax.set_ylabel(ylabel)
     fig.tight_layout()
     return fig
 
@@ -683,9 +699,9 @@ def sensitivity_figure(table: pd.DataFrame, sd: float, bound: float = LONG_RUN_B
                        ylabel: str = "log points per decade per\nwithin-county SD of adherents per 100"):
     """The plausibly-exogenous estimates (per ``sd`` of density) and 90% intervals against the
     assumed direct effect, with the A2 bound shaded and an optional benchmark γ marked."""
-    import matplotlib.pyplot as plt
+    from analysis.plots import subplots
 
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = subplots(figsize=(7, 3.8))
     x = table.index.to_numpy()
     ax.axhspan(-bound, bound, color="C2", alpha=0.15, label=f"A2 bound ±{bound}")
     ax.fill_between(x, table["lo"] * sd, table["hi"] * sd, color="C0", alpha=0.3, label="90% interval")
@@ -695,6 +711,6 @@ def sensitivity_figure(table: pd.DataFrame, sd: float, bound: float = LONG_RUN_B
         ax.axvline(benchmark, color="C3", linestyle="--", linewidth=1, label="benchmark γ (pre-1980 placebo)")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(frameon=False)
     fig.tight_layout()
     return fig

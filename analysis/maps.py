@@ -80,8 +80,10 @@ def choropleth(boundaries, values: pd.Series, *, ax=None, title: str = "", k: in
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    from analysis.plots import subplots
+
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 6))
+        _, ax = subplots(figsize=(5, 6))
     classes = quantile_classes(values.reindex(boundaries["lad_code"]).set_axis(boundaries.index), k, digits)
     cats = list(classes.cat.categories)
     colours = plt.get_cmap(cmap)(np.linspace(0.1, 0.95, len(cats)))
@@ -94,21 +96,30 @@ def choropleth(boundaries, values: pd.Series, *, ax=None, title: str = "", k: in
     n_missing = int(classes.isna().sum())
     if n_missing:
         handles.append(Patch(facecolor=MISSING_COLOUR, label=f"no data ({n_missing})"))
-    ax.legend(handles=handles, title=legend_title, loc="upper left", fontsize=7, title_fontsize=7, frameon=False)
+    ax.legend(handles=handles, title=legend_title, loc="upper left", frameon=False,
+              handlelength=1.2, handletextpad=0.5, borderaxespad=0.0)
     ax.set_title(title, fontsize=10)
     ax.set_axis_off()
     return ax
 
 
-def england_maps(boundaries, data: pd.DataFrame, columns: Mapping[str, dict]):
-    """One row of choropleths, one per entry of ``columns`` (column -> keyword arguments of
-    :func:`choropleth`, e.g. ``title``, ``reverse``); ``data`` is indexed by ``lad_code``.
-    Returns the Figure.
+def england_maps(boundaries, data: pd.DataFrame, columns: Mapping[str, dict], max_cols: int = 3):
+    """Choropleths in rows of at most ``max_cols``, one per entry of ``columns`` (column -> keyword
+    arguments of :func:`choropleth`, e.g. ``title``, ``reverse``); ``data`` is indexed by
+    ``lad_code``. The figure is the book's full width (10 in); long titles are wrapped to the
+    panel. Returns the Figure.
     """
-    import matplotlib.pyplot as plt
+    import textwrap
 
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 5.6))
-    for ax, (col, kw) in zip(np.atleast_1d(axes), columns.items()):
+    from analysis.plots import MAX_WIDTH_IN, panel_grid
+
+    ncols = min(max_cols, len(columns))
+    panel_in = MAX_WIDTH_IN / ncols
+    fig, axes = panel_grid(len(columns), max_cols=ncols, row_height=panel_in * 1.35)
+    for ax, (col, kw) in zip(axes, columns.items(), strict=True):
+        kw = dict(kw)
+        if kw.get("title"):  # about 11 characters of 10-pt text per inch
+            kw["title"] = textwrap.fill(kw["title"], width=max(12, int(panel_in * 11)))
         choropleth(boundaries, data[col], ax=ax, **kw)
     fig.tight_layout()
     return fig

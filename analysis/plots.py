@@ -1,8 +1,21 @@
-"""Figures for panel estimates: coefficient plots and binned scatters.
+"""Figures for panel estimates: coefficient plots and binned scatters, and the book's figure style.
 
 Each function draws on a Matplotlib ``ax`` (a new figure if none is given) and returns it,
 so a chapter can compose panels; the numbers behind a binned scatter come from
 :func:`binned_means`, which a test or a ``glue`` can use without drawing.
+
+The book style (issue 15). The book's text column is about 730 px wide and a chapter's PNG is
+shown at that width at most, so a figure's pixel width decides how much its text is shrunk. A
+figure function in :mod:`analysis` makes its figure with :func:`subplots`, :func:`panel_grid` or
+:func:`figure`, which apply :func:`book_style` and refuse a figure wider than :data:`MAX_WIDTH_IN`
+(the modules not converted yet are the expected failures of ``tests/test_figures.py``). The rules:
+
+* at most 10 inches wide, i.e. at most 1,000 px at :data:`DPI` = 100, so the page shows it at
+  73% or more (a 7-inch figure is shown at full size);
+* no explicit font size below :data:`MIN_FONT_PT` (9 pt) anywhere in ``analysis/``;
+* a multi-panel figure wraps its panels into rows (2 x 2 rather than 1 x 4) instead of growing wider.
+
+``tests/test_figures.py`` checks all three, on the code and on the committed notebooks' PNGs.
 """
 
 from __future__ import annotations
@@ -15,14 +28,95 @@ import pandas as pd
 
 from analysis.estimation import PanelResult, SpecificationError, within_transform
 
-__all__ = ["BinnedMeans", "binned_means", "binned_scatter", "coef_plot"]
+__all__ = [
+    "BOOK_RC", "DPI", "MAX_WIDTH_IN", "MIN_FONT_PT", "BinnedMeans", "binned_means", "binned_scatter",
+    "book_style", "coef_plot", "figure", "panel_grid", "subplots",
+]
+
+#: Pixels per inch of the PNGs the notebooks save (the inline backend draws at ``figure.dpi``).
+DPI = 100
+#: Widest figure, in inches: 1,000 px at :data:`DPI`, shown at >= 73% in a ~730 px text column.
+MAX_WIDTH_IN = 10.0
+#: Smallest explicit font size allowed in ``analysis/`` (points).
+MIN_FONT_PT = 9
+
+#: The book's Matplotlib settings: legible text at the page width and a stated resolution, so that
+#: a figure of w inches is w x 100 px wide (before the inline backend's tight crop).
+BOOK_RC = {
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 9,
+    "legend.title_fontsize": 9,
+    "figure.titlesize": 12,
+}
+
+
+def book_style() -> None:
+    """Apply :data:`BOOK_RC` to Matplotlib's global settings (idempotent).
+
+    Called by :func:`subplots`, :func:`panel_grid` and every plotting function of this module
+    before it makes a figure, so a chapter gets the style from whichever figure it draws first,
+    whatever it imported (and after, e.g., a seaborn theme that changed the font sizes).
+    """
+    import matplotlib
+
+    matplotlib.rcParams.update(BOOK_RC)
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kwargs):
+    """:func:`matplotlib.pyplot.subplots` in the book style; a figure wider than
+    :data:`MAX_WIDTH_IN` is refused (wrap the panels into rows instead)."""
+    import matplotlib.pyplot as plt
+
+    _check_width(figsize)
+    book_style()
+    return plt.subplots(nrows, ncols, figsize=figsize, **kwargs)
+
+
+def _check_width(figsize) -> None:
+    width = float(figsize[0])
+    if width > MAX_WIDTH_IN + 1e-9:
+        raise ValueError(
+            f"A figure {width:g} in wide would be {width * DPI:.0f} px, shown at {730 / (width * DPI):.0%} in the "
+            f"book's ~730 px column: keep it at most {MAX_WIDTH_IN:g} in and wrap the panels into rows."
+        )
+
+
+def figure(*, figsize: tuple[float, float], **kwargs):
+    """An empty :class:`~matplotlib.figure.Figure` (for a GridSpec layout) in the book style, with
+    the width rule of :func:`subplots`."""
+    import matplotlib.pyplot as plt
+
+    _check_width(figsize)
+    book_style()
+    return plt.figure(figsize=figsize, **kwargs)
+
+
+def panel_grid(n: int, *, max_cols: int = 2, width: float = MAX_WIDTH_IN, row_height: float, **kwargs):
+    """A figure of ``n`` panels in rows of at most ``max_cols``, ``width`` inches wide and
+    ``row_height`` inches per row. Returns ``(fig, axes)``, ``axes`` a list of the ``n`` panels in
+    reading order; the unused cells of the last row are hidden. ``kwargs`` go to :func:`subplots`."""
+    if n < 1:
+        raise ValueError("panel_grid needs at least one panel")
+    ncols = max(1, min(int(max_cols), n))
+    nrows = -(-n // ncols)
+    fig, axes = subplots(nrows, ncols, figsize=(width, row_height * nrows), squeeze=False, **kwargs)
+    flat = list(np.asarray(axes).ravel())
+    for i, ax in enumerate(flat[n:], start=n):
+        ax.set_visible(False)
+        # with a shared x axis, the panel above an empty cell is the bottom of its column
+        flat[i - ncols].xaxis.set_tick_params(labelbottom=True)
+    return fig, flat[:n]
 
 
 def _axes(ax):
     if ax is None:
-        import matplotlib.pyplot as plt
-
-        _, ax = plt.subplots(figsize=(6, 4))
+        _, ax = subplots(figsize=(6, 4))
     return ax
 
 

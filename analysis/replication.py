@@ -296,10 +296,10 @@ def gsz_free_city_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def gsz_figure(table: pd.DataFrame, ax=None):
     """Means with 95% intervals of non-profits per 1,000, former free cities against the rest."""
-    import matplotlib.pyplot as plt
+    from analysis.plots import subplots
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 4))
+        _, ax = subplots(figsize=(8, 4))
     bands = list(dict.fromkeys(table.index.get_level_values(0)))
     x = np.arange(len(bands))
     for k, (fc, label, colour) in enumerate(((0, "other municipalities", "C0"), (1, "former free cities", "C1"))):
@@ -311,11 +311,14 @@ def gsz_figure(table: pd.DataFrame, ax=None):
         hi = np.array([r["upper"] for r in rr]) - means
         ax.errorbar(xs, means, yerr=[lo, hi], fmt="o", color=colour, capsize=3, label=label)
         for xi, r in zip(xs, rr, strict=True):
-            ax.annotate(f"n={int(r['n']):,}", (xi, r["upper"]), textcoords="offset points", xytext=(0, 3),
-                        ha="center", fontsize=7, color=colour)
+            # each label leans away from its pair's other interval, so the two never overlap
+            ax.annotate(f"n={int(r['n']):,}", (xi, r["upper"]), textcoords="offset points",
+                        xytext=(4 if k == 0 else -4, 3), ha="right" if k == 0 else "left", fontsize=9, color=colour)
+    ax.margins(y=0.1)  # room for the n= labels above the tallest interval
+    ax.set_xlim(-0.75, len(bands) - 0.25)  # and beside the outermost ones
     ax.set_xticks(x)
-    ax.set_xticklabels(["all sizes" if b == "all" else b for b in bands], fontsize=8)
+    ax.set_xticklabels(["all sizes" if b == "all" else b for b in bands])
     ax.set_xlabel("Municipality size (inhabitants)")
     ax.set_ylabel("Non-profits per 1,000 inhabitants")
-    ax.legend(frameon=False, fontsize=8, loc="lower left")
+    ax.legend(frameon=False, loc="lower left")
     return ax

@@ -687,11 +687,11 @@ def rotemberg_weights(
 def rotemberg_figure(weights: pd.DataFrame, labels: dict[str, str] | None = None):
     """Bar chart of the Rotemberg weights (left) and the per-type IV estimates with the
     marker area proportional to |alpha| (right). Returns the Figure."""
-    import matplotlib.pyplot as plt
+    from analysis.plots import subplots
 
     w = weights.iloc[::-1]
     names = [(labels or {}).get(k, k) for k in w.index]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(9, 4), sharey=True)
     ypos = np.arange(len(w))
     ax1.barh(ypos, w["alpha"], color=np.where(w["alpha"] >= 0, "C0", "C3"))
     ax1.axvline(0, color="0.4", linewidth=1)
