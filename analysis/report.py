@@ -87,3 +87,46 @@ def glue(name: str, value, display: bool = False):
             raise GlueError(f"glue {name!r}: the value is {value}; handle the missing case before gluing")
         value = stable_number(value)
     return _glue(name, value, display=display)
+
+
+class Table:
+    """A table for readers and for nbval at once: HTML (a pandas Styler, numbers at ``digits``
+    decimals) in the book, and the same numbers as fixed-precision text, which nbval compares.
+
+    The Styler's id is numbered in the order tables are shown in a kernel, so the HTML is the same
+    on every run and no two tables of a page share an id.
+    """
+
+    _shown = 0
+
+    def __init__(self, frame, digits: int = 3, caption: str | None = None):
+        self.frame = frame.to_frame() if hasattr(frame, "to_frame") and frame.ndim == 1 else frame
+        self.digits = digits
+        self.caption = caption
+        Table._shown += 1
+        self.uuid = f"tp{Table._shown}"
+
+    def _fmt(self, v) -> str:
+        return f"{v:,.{self.digits}f}" if abs(v) >= 10_000 else f"{v:.{self.digits}f}"
+
+    def _repr_html_(self) -> str:
+        styler = (self.frame.style.format(self._fmt, subset=self._float_columns(), na_rep="–")
+                  .set_uuid(self.uuid)
+                  .set_table_attributes('class="tp-table"'))
+        if self.caption:
+            styler = styler.set_caption(self.caption)
+        return styler.to_html()
+
+    def _float_columns(self) -> list:
+        return [c for c in self.frame.columns if str(self.frame[c].dtype).lower().startswith("float")]
+
+    def __repr__(self) -> str:
+        text = self.frame.to_string(float_format=self._fmt, na_rep="–")
+        return f"{self.caption}\n{text}" if self.caption else text
+
+
+def show_table(frame, digits: int = 3, caption: str | None = None) -> None:
+    """Display ``frame`` as an HTML table with ``digits`` decimals (and the same text for nbval)."""
+    from IPython.display import display
+
+    display(Table(frame, digits, caption))

@@ -37,3 +37,27 @@ def test_glue_refuses_missing_values(monkeypatch, bad):
     monkeypatch.setattr("myst_nb.glue", lambda *a, **k: pytest.fail("a missing value was glued"))
     with pytest.raises(report.GlueError, match="ch3_corr_logpop"):
         report.glue("ch3_corr_logpop", bad)
+
+
+def test_table_shows_html_and_fixed_precision_text():
+    import pandas as pd
+
+    frame = pd.DataFrame({"estimate": [-0.178607123, 0.0123456789], "nobs": [12420, 3089],
+                          "reading": ["ruled out", "not identified"]}, index=["unemployment", "poverty"])
+    table = report.Table(frame, digits=3, caption="Within-county slopes")
+    text = repr(table)
+    assert text.splitlines()[0] == "Within-county slopes"
+    assert "-0.179" in text and "0.012" in text and "0.1786" not in text
+    assert "12420" in text  # integers are not given decimals
+    html = table._repr_html_()
+    assert "<table" in html and 'class="tp-table"' in html and "-0.179" in html and "0.1786" not in html
+    again = report.Table(frame, digits=3)
+    assert again.uuid != table.uuid  # two tables on one page never share an id
+
+
+def test_table_of_a_series_and_missing_values():
+    import pandas as pd
+
+    table = report.Table(pd.Series([1.23456, float("nan")], index=["a", "b"], name="x"), digits=2)
+    assert "1.23" in repr(table) and "–" in repr(table)
+    assert "–" in table._repr_html_()

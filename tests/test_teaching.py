@@ -70,6 +70,8 @@ def teaching_structure(nb: dict) -> dict:
     cells = nb.get("cells", [])
     markdown = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
                 for c in cells if c.get("cell_type") == "markdown"]
+    # The Colab setup cell (tagged colab-setup, removed from the book) is not part of the chapter.
+    cells = [c for c in cells if "colab-setup" not in c.get("metadata", {}).get("tags", [])]
     first_code = next((i for i, c in enumerate(cells) if c.get("cell_type") == "code"), len(cells))
     opening = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
                for c in cells[:first_code] if c.get("cell_type") == "markdown"]
