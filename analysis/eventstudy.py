@@ -54,6 +54,7 @@ Goodman-Bacon (2021) *J. Econometrics* 225(2).
 
 from __future__ import annotations
 
+import hashlib
 import time as _time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ __all__ = [
     "event_time_plot",
     "pretrend_test",
     "segment_fe_spec",
+    "segment_fit",
 ]
 
 ESTIMATORS = {"did2s": "Two-stage DiD (Gardner 2021)", "twfe": "Naive TWFE event study"}
@@ -148,6 +150,37 @@ def segment_fe_spec(
         cov="cluster-state", entity="fips_segment", time=time, state=entity,
     )
     return spec, d
+
+
+_SEGMENT_FITS: dict = {}  # content key -> PanelResult (the last few)
+_SEGMENT_FITS_MAX = 32
+
+
+def segment_fit(
+    df: pd.DataFrame, outcome: str, regressors, controls=(), entity: str = "fips", time: str = "year",
+    break_col: str = "post_2017_break",
+):
+    """``fit(*segment_fe_spec(df, outcome, regressors, controls, ...))``, remembered within the process.
+
+    The key is the arguments and the content of the columns the model uses (hashed), so a call
+    on equal data returns the earlier fit (the same object) instead of fitting again: e.g. the
+    chapter's table of county-by-segment fits and :func:`quality_robustness`, whose "all" rows
+    are the same models.
+    """
+    regs = (regressors,) if isinstance(regressors, str) else tuple(regressors)
+    ctrl = (controls,) if isinstance(controls, str) else tuple(controls)
+    cols = list(dict.fromkeys([entity, time, break_col, outcome, *regs, *ctrl]))
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise EventStudyError(f"Column {missing[0]!r} is not in the data.")
+    rows = pd.util.hash_pandas_object(df[cols], index=True).to_numpy()
+    digest = hashlib.blake2b(rows.tobytes(), digest_size=16).hexdigest()
+    key = (outcome, regs, ctrl, entity, time, break_col, len(df), digest)
+    if key not in _SEGMENT_FITS:
+        if len(_SEGMENT_FITS) >= _SEGMENT_FITS_MAX:
+            _SEGMENT_FITS.pop(next(iter(_SEGMENT_FITS)))
+        _SEGMENT_FITS[key] = fit(*segment_fe_spec(df, outcome, regs, ctrl, entity, time, break_col))
+    return _SEGMENT_FITS[key]
 
 
 # --------------------------------------------------------------------------------------
@@ -282,28 +315,25 @@ class _TwoStage:
     n_clusters: int
 
 
-def did2s(
-    df: pd.DataFrame,
-    outcome: str,
-    treated: str,
-    regressors: Sequence[str],
-    fe: Sequence[str],
-    cluster: str,
-) -> _TwoStage:
-    """Gardner's two-stage DiD on ``df`` (no missing values): first stage on rows with
-    ``treated`` False, two fixed-effect dimensions ``fe``; second stage of the residualised
-    ``outcome`` on ``regressors`` (no constant); GMM covariance clustered by ``cluster``.
+@dataclass
+class _FirstStage:
+    """Gardner's first stage on one sample: what every second stage on that sample reuses."""
 
-    Every level of ``fe`` must appear among the untreated rows (else its effect cannot be
-    predicted for the treated rows): checked here.
-    """
-    d = df
+    X1: sp.csr_matrix  # fixed-effect dummies, all rows
+    X10: sp.csr_matrix  # the same with the treated rows set to zero
+    XtX: sp.csc_matrix  # X10'X10
+    u1: np.ndarray  # y minus the predicted fixed effects, all rows
+
+
+def _first_stage(d: pd.DataFrame, outcome: str, treated: str, fe: Sequence[str]) -> _FirstStage:
     D = d[treated].to_numpy(dtype=bool)
     u0 = ~D
     for f in fe:
-        seen = set(d.loc[u0, f].unique())
-        missing = set(d[f].unique()) - seen
-        if missing:
+        # every level needs an untreated row (on integer codes: a set of the string levels was slow)
+        codes, levels = pd.factorize(d[f])
+        seen = np.bincount(codes[u0 & (codes >= 0)], minlength=len(levels)) > 0
+        if not seen.all():
+            missing = set(levels[~seen])
             raise EventStudyError(
                 f"{len(missing)} level(s) of {f!r} have no untreated observation, so their effect cannot be "
                 f"estimated in the first stage (e.g. {sorted(map(str, missing))[:3]}); drop always-treated units."
@@ -313,7 +343,11 @@ def did2s(
     X10 = sp.diags(u0.astype(float)) @ X1
     XtX = (X10.T @ X10).tocsc()
     coef1 = spsolve(XtX, X10.T @ y)
-    u1 = y - X1 @ coef1
+    return _FirstStage(X1, X10, XtX, y - X1 @ coef1)
+
+
+def _second_stage(first: _FirstStage, d: pd.DataFrame, regressors: Sequence[str], cluster: str) -> _TwoStage:
+    X1, X10, XtX, u1 = first.X1, first.X10, first.XtX, first.u1
     X2 = d[list(regressors)].to_numpy(dtype=float)
     A = X2.T @ X2
     if np.linalg.matrix_rank(A) < A.shape[0]:
@@ -330,6 +364,24 @@ def did2s(
     V = Ainv @ (W.T @ W) @ Ainv
     names = list(regressors)
     return _TwoStage(pd.Series(b, index=names), pd.DataFrame(V, index=names, columns=names), u1, len(uniques))
+
+
+def did2s(
+    df: pd.DataFrame,
+    outcome: str,
+    treated: str,
+    regressors: Sequence[str],
+    fe: Sequence[str],
+    cluster: str,
+) -> _TwoStage:
+    """Gardner's two-stage DiD on ``df`` (no missing values): first stage on rows with
+    ``treated`` False, two fixed-effect dimensions ``fe``; second stage of the residualised
+    ``outcome`` on ``regressors`` (no constant); GMM covariance clustered by ``cluster``.
+
+    Every level of ``fe`` must appear among the untreated rows (else its effect cannot be
+    predicted for the treated rows): checked here.
+    """
+    return _second_stage(_first_stage(df, outcome, treated, fe), df, regressors, cluster)
 
 
 # --------------------------------------------------------------------------------------
@@ -467,9 +519,10 @@ def event_study(
     if estimator == "did2s":
         terms = [_term(e) for e in times]
         keep = [t for t in terms if d[t].sum() > 0]
-        es = did2s(d, outcome, "treated", keep, fe, cluster)
+        first = _first_stage(d, outcome, "treated", fe)  # the same for both second stages
+        es = _second_stage(first, d, keep, cluster)
         d["treated_f"] = d["treated"].astype(float)
-        static = did2s(d, outcome, "treated", ["treated_f"], fe, cluster)
+        static = _second_stage(first, d, ["treated_f"], cluster)
         params, cov = es.params, es.cov
         att, att_se = float(static.params.iloc[0]), float(np.sqrt(static.cov.iloc[0, 0]))
         raw = es
@@ -632,7 +685,7 @@ def quality_robustness(df: pd.DataFrame, outcomes, regressor: str = "density_sd"
             raise EventStudyError(f"No quality flag is known for {y!r}; known: {sorted(QUALITY_COLUMNS)}.")
         q = QUALITY_COLUMNS[y]
         for sample, d in (("all", df), (f"quality <= {max_quality}", df[df[q] <= max_quality])):
-            r = fit(*segment_fe_spec(d, y, regressor))
+            r = segment_fit(d, y, regressor)
             rows.append({"outcome": y, "sample": sample, "estimate": float(r.params[regressor]),
                          "std_error": float(r.std_errors[regressor]), "p_value": float(r.pvalues[regressor]),
                          "nobs": int(r.nobs), "county_segments": int(r.n_units)})

@@ -294,10 +294,16 @@ def interaction_columns(
 def _balanced(df: pd.DataFrame, cols, entity: str = "fips", time: str = "year") -> pd.DataFrame:
     """Rows of the units that have every column of ``cols`` in every period of ``df``."""
     n_periods = df[time].nunique()
-    complete = df[list(cols)].notna().all(axis=1)
-    periods = df.loc[complete].groupby(entity)[time].nunique()
-    keep = periods.index[periods == n_periods]
-    out = df.loc[df[entity].isin(keep) & complete]
+    complete = df[list(cols)].notna().all(axis=1).to_numpy()
+    # distinct periods of each unit among its complete rows, on integer codes (``isin`` on the
+    # string county codes took most of the time)
+    e, units = pd.factorize(df[entity])
+    t, _ = pd.factorize(df[time])
+    ok = complete & (e >= 0) & (t >= 0)
+    nt = max(int(t.max()) + 1, 1)
+    pairs = np.unique(e[ok].astype(np.int64) * nt + t[ok])
+    periods = np.bincount(pairs // nt, minlength=len(units))
+    out = df.loc[complete & (e >= 0) & (periods[e] == n_periods)]
     if out.empty:
         raise SpecificationError(f"No {entity} has {list(cols)} in all {n_periods} periods.")
     return out
@@ -407,9 +413,29 @@ def fit_by_group(
     sample, so every group's estimate is the effect of the *same* change in density. With
     ``group_by_wave`` the wave effects are group-specific (see the module docstring).
     """
+    prep = _group_sample(df, outcome, group, density, entity, time)
+    return _group_effects(prep, outcome, group, density, group_by_wave, entity, time)
+
+
+def _group_sample(df: pd.DataFrame, outcome: str, group: str, density: str, entity: str, time: str) -> tuple:
+    """What :func:`fit_by_group` needs besides the fit (the same with and without group-by-wave
+    effects): the balanced sample with the interaction columns, the terms, the whole-sample
+    within SD of density, and the counties and within SD of each group."""
     _need_columns(df, [outcome, group, density, entity, time])
     data, terms = interaction_columns(df, density, group, entity)
     data = _balanced(data, [outcome, density, group], entity, time)
+    sd = variance_decomposition(data, density, entity).sd_within
+    counts = data.groupby(group, observed=True)[entity].nunique()
+    within = {
+        str(lev): variance_decomposition(data.loc[data[group] == lev], density, entity).sd_within
+        for lev in terms.values()
+    }
+    return data, terms, sd, counts, within
+
+
+def _group_effects(prep: tuple, outcome: str, group: str, density: str, group_by_wave: bool, entity: str,
+                   time: str) -> GroupEffects:
+    data, terms, sd, counts, within = prep
     spec = ModelSpec(
         outcome=outcome,
         regressors=tuple(terms),
@@ -421,14 +447,8 @@ def fit_by_group(
         state=group,
     )
     result = fit(spec, data)
-    sd = variance_decomposition(data, density, entity).sd_within
     table = _effects_table(result, terms, {t: sd for t in terms})
-    counts = data.groupby(group, observed=True)[entity].nunique()
     table.insert(1, "counties", [int(counts[lev]) for lev in terms.values()])
-    within = {
-        str(lev): variance_decomposition(data.loc[data[group] == lev], density, entity).sd_within
-        for lev in terms.values()
-    }
     table.insert(3, "group_sd_within", [within[g] for g in table.index])
     return GroupEffects(outcome, group, density, result, table, wald_equal(result, list(terms)), data, group_by_wave)
 
@@ -471,10 +491,9 @@ def fit_single_types(
     data = _balanced(df, [outcome, *types], entity, time)
     rows = []
     for t in types:
-        r = fit(ModelSpec(outcome=outcome, regressors=(t,), estimator="twfe", cov="cluster-unit",
-                          entity=entity, time=time), data)
+        r = _twfe_cluster(data, outcome, [t], entity, time)
         sd = variance_decomposition(data, t, entity).sd_within
-        rows.append({"group": t, "estimate": float(r.params[t]) * sd, "std_error": float(r.std_errors[t]) * sd})
+        rows.append({"group": t, "estimate": float(r["params"][0]) * sd, "std_error": float(r["std_errors"][0]) * sd})
     return pd.DataFrame(rows).set_index("group")
 
 
@@ -487,13 +506,11 @@ def overall_effect(df: pd.DataFrame, outcome: str, density: str = DENSITY, entit
     """
     _need_columns(df, [outcome, density, entity, time])
     data = _balanced(df, [outcome, density], entity, time)
-    r = fit(ModelSpec(outcome=outcome, regressors=(density,), estimator="twfe", cov="cluster-unit",
-                      entity=entity, time=time), data)
+    r = _twfe_cluster(data, outcome, [density], entity, time)
     sd = variance_decomposition(data, density, entity).sd_within
-    lo, hi = (float(v) * sd for v in r.conf_int.loc[density, ["lower", "upper"]])
-    return {"estimate": float(r.params[density]) * sd, "std_error": float(r.std_errors[density]) * sd,
-            "conf_low": lo, "conf_high": hi, "pvalue": float(r.pvalues[density]),
-            "counties": int(data[entity].nunique())}
+    return {"estimate": float(r["params"][0]) * sd, "std_error": float(r["std_errors"][0]) * sd,
+            "conf_low": float(r["conf_low"][0]) * sd, "conf_high": float(r["conf_high"][0]) * sd,
+            "pvalue": float(r["pvalues"][0]), "counties": int(data[entity].nunique())}
 
 
 def split_sample(
@@ -512,10 +529,9 @@ def split_sample(
     rows = []
     for lev in _levels(data[group]):
         sub = data.loc[data[group] == lev]
-        r = fit(ModelSpec(outcome=outcome, regressors=(density,), estimator="twfe", cov="cluster-unit",
-                          entity=entity, time=time), sub)
+        r = _twfe_cluster(sub, outcome, [density], entity, time)
         rows.append({"group": str(lev), "counties": sub[entity].nunique(),
-                     "estimate": float(r.params[density]) * sd, "std_error": float(r.std_errors[density]) * sd})
+                     "estimate": float(r["params"][0]) * sd, "std_error": float(r["std_errors"][0]) * sd})
     return pd.DataFrame(rows).set_index("group")
 
 
@@ -610,9 +626,23 @@ def rademacher_weights(clusters, reps: int, seed: int) -> pd.DataFrame:
     if ids.size < 20 and 2.0**ids.size < reps:
         warnings.warn(f"Only {2 ** ids.size} distinct Rademacher draws exist for {ids.size} clusters; "
                       f"{reps} draws repeat them.", stacklevel=2)
-    rng = np.random.default_rng(seed)
-    v = rng.choice([-1, 1], size=ids.size * reps).reshape(ids.size, reps).astype(float)
-    return pd.DataFrame(v, index=pd.Index(ids, name="cluster"))
+    # The last draw is kept: a chapter draws the same matrix for several families (the draw
+    # of 1,999 columns for 3,100 counties takes a tenth of a second); callers get a copy.
+    key = None
+    if isinstance(seed, (int, np.integer)):
+        key = (ids.dtype.str, tuple(ids.tolist()), int(reps), int(seed))
+    if key is None or _LAST_WEIGHTS.get("key") != key:
+        rng = np.random.default_rng(seed)
+        v = rng.choice([-1, 1], size=ids.size * reps).reshape(ids.size, reps).astype(float)
+        _LAST_WEIGHTS.clear()
+        if key is not None:
+            _LAST_WEIGHTS.update(key=key, values=v)
+    else:
+        v = _LAST_WEIGHTS["values"]
+    return pd.DataFrame(v.copy(), index=pd.Index(ids, name="cluster"))
+
+
+_LAST_WEIGHTS: dict = {}
 
 
 @dataclass
@@ -634,24 +664,28 @@ def _cluster_design(data: pd.DataFrame, outcome: str, regressors: Sequence[str],
     d = data.dropna(subset=cols).sort_values([entity, time])
     if d.duplicated([entity, time]).any():
         raise SpecificationError(f"The data are not uniquely indexed by ({entity}, {time}).")
-    waves = np.sort(d[time].unique())
-    X = pd.concat(
-        [d[list(regressors)].astype(float)]
-        + [pd.DataFrame({f"{time}[{w}]": (d[time] == w).astype(float) for w in waves[1:]}, index=d.index)],
-        axis=1,
-    )
-    names = list(X.columns)
+    tv = d[time].to_numpy()
+    waves = np.sort(np.unique(tv))
+    names = [*regressors, *(f"{time}[{w}]" for w in waves[1:])]
     codes, ids = pd.factorize(d[entity], sort=True)
     n_g = np.bincount(codes)
-    Z = np.column_stack([d[outcome].to_numpy(float), X.to_numpy(float)])
+    # outcome, regressors and wave dummies (first wave omitted), then county-demeaned
+    Z = np.column_stack([d[outcome].to_numpy(float), *(d[r].to_numpy(float) for r in regressors),
+                         *((tv == w).astype(float) for w in waves[1:])])
     means = np.column_stack([np.bincount(codes, weights=Z[:, j]) / n_g for j in range(Z.shape[1])])
     Z = Z - means[codes]
     y, Xd = Z[:, 0], Z[:, 1:]
     G, k, n = ids.size, Xd.shape[1], Xd.shape[0]
-    H = np.zeros((G, k, k))
-    np.add.at(H, codes, Xd[:, :, None] * Xd[:, None, :])
-    Sy = np.zeros((G, k))
-    np.add.at(Sy, codes, Xd * y[:, None])
+    # cluster sums X_g'X_g and X_g'y_g: rows sorted by cluster make each cluster a run of rows
+    # (np.add.reduceat adds the rows of a run in order, as np.add.at would, much faster)
+    XX, Xy = Xd[:, :, None] * Xd[:, None, :], Xd * y[:, None]
+    if np.all(codes[1:] >= codes[:-1]):
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        H, Sy = np.add.reduceat(XX, starts, axis=0), np.add.reduceat(Xy, starts, axis=0)
+    else:  # an entity type whose sort order differs from its factorisation: sum by code
+        H, Sy = np.zeros((ids.size, Xd.shape[1], Xd.shape[1])), np.zeros((ids.size, Xd.shape[1]))
+        np.add.at(H, codes, XX)
+        np.add.at(Sy, codes, Xy)
     A = H.sum(axis=0)
     if np.linalg.matrix_rank(A) < k:
         raise SpecificationError(f"The regressors {list(regressors)} are collinear after removing county means.")
@@ -659,6 +693,98 @@ def _cluster_design(data: pd.DataFrame, outcome: str, regressors: Sequence[str],
     # CR1 as in analysis.estimation: G/(G-1) (n-1)/(n-K), K = regressors + wave dummies + constant
     ssc = G / (G - 1) * (n - 1) / (n - (k + 1))
     return _ClusterDesign(names, np.asarray(ids), A, H, Sy, b, ssc)
+
+
+def _twfe_cluster(data: pd.DataFrame, outcome: str, regressors: Sequence[str], entity: str = "fips",
+                  time: str = "year") -> dict:
+    """TWFE of ``outcome`` on ``regressors`` (county and wave effects) with CR1 errors by ``entity``.
+
+    The closed form of :func:`_cluster_design`, without linearmodels: the same estimates, standard
+    errors, t(G-1) intervals and p-values as :func:`analysis.estimation.fit` with
+    ``estimator="twfe", cov="cluster-unit"`` (to rounding; ``tests/test_heterogeneity.py``).
+    Returns ``params``, ``std_errors``, ``conf_low``, ``conf_high``, ``pvalues`` (arrays in the
+    order of ``regressors``) and ``clusters``.
+    """
+    regressors = list(regressors)
+    dz = _cluster_design(data, outcome, regressors, entity, time)
+    Ainv = np.linalg.inv(dz.A)
+    Su = dz.Sy - dz.H @ dz.b
+    V = dz.ssc * (Ainv @ (Su.T @ Su) @ Ainv)
+    m = len(regressors)
+    b, se = dz.b[:m], np.sqrt(np.diag(V)[:m])
+    df_inf = float(dz.clusters.size - 1)
+    q = float(stats.t.ppf(0.975, df_inf))
+    return {"params": b, "std_errors": se, "conf_low": b - q * se, "conf_high": b + q * se,
+            "pvalues": 2 * stats.t.sf(np.abs(b / se), df_inf), "clusters": int(dz.clusters.size)}
+
+
+def _weight_rows(weights: pd.DataFrame, clusters: np.ndarray) -> np.ndarray:
+    """Positions of ``clusters`` in the rows of ``weights`` (raises if one has no weights)."""
+    pos = weights.index.get_indexer(clusters)
+    if (pos < 0).any():
+        missing = clusters[pos < 0]
+        raise SpecificationError(f"{len(missing)} cluster(s) of the data have no bootstrap weights, e.g. {list(missing[:3])}.")
+    return pos
+
+
+def _bootstrap_t(dz: _ClusterDesign, regressors: list[str], contrasts: Sequence[Mapping[str, float]],
+                 W: np.ndarray, W2: np.ndarray | None, impose_null: bool,
+                 rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The computation of :func:`wild_bootstrap_t` on a cluster design, with ``W`` the weights
+    (one row per cluster, B columns) and ``W2`` their squares (None when every weight is +1 or
+    -1); ``rows[g]`` is the row of ``W`` of the design's g-th cluster (None: row g). Clusters of
+    ``W`` that are not in the design enter the matrix products with zero scores, so that one
+    weight matrix serves every model of a family without being copied."""
+    if not contrasts:
+        raise SpecificationError("Give at least one contrast (a mapping from regressor to weight).")
+    k = len(dz.names)
+    cs = []
+    for c_map in contrasts:
+        unknown = [r for r in c_map if r not in regressors]
+        if unknown:
+            raise SpecificationError(f"Contrast terms {unknown} are not regressors {regressors}.")
+        c = np.zeros(k)
+        for r, v in c_map.items():
+            c[regressors.index(r)] = float(v)
+        if not np.any(c):
+            raise SpecificationError("A contrast has all weights zero.")
+        cs.append(c)
+    Ainv = np.linalg.inv(dz.A)
+    Su = dz.Sy - dz.H @ dz.b  # unrestricted cluster scores, G x k
+    t_obs, parts = [], []
+    for c in cs:
+        a = Ainv @ c
+        se = np.sqrt(dz.ssc * np.sum((Su @ a) ** 2))
+        t_obs.append(float(c @ dz.b) / se)
+        beta = dz.b - a * (c @ dz.b) / (c @ a) if impose_null else dz.b
+        S = dz.Sy - dz.H @ beta  # restricted cluster scores, G x k
+        C = S @ a  # G
+        Hrow = dz.H @ a  # G x k
+        parts.append((c, S, C, Hrow))
+    # Draw b: delta_b = A^{-1} S'w_b (beta* - beta_tilde) and the bootstrap scores
+    # z_gb = w_gb C_g - Hrow_g'delta_b, so that
+    # sum_g z_gb^2 = sum_g w_gb^2 C_g^2 - 2 delta_b'(sum_g Hrow_g C_g w_gb) + delta_b'(Hrow'Hrow) delta_b:
+    # the G x B products of every contrast come from one matrix product with W.
+    M = np.concatenate([np.concatenate([S, Hrow * C[:, None]], axis=1) for _, S, C, Hrow in parts], axis=1)
+    C2 = np.column_stack([C**2 for _, _, C, _ in parts])  # G x m
+    if rows is not None and not (len(rows) == W.shape[0] and np.array_equal(rows, np.arange(W.shape[0]))):
+        M_all = np.zeros((W.shape[0], M.shape[1]))
+        M_all[rows] = M
+        M = M_all
+        if W2 is not None:
+            C2_all = np.zeros((W.shape[0], C2.shape[1]))
+            C2_all[rows] = C2
+            C2 = C2_all
+    P = M.T @ W  # (2k m) x B
+    Q = (C2.T @ W2) if W2 is not None else np.repeat(C2.sum(axis=0)[:, None], W.shape[1], axis=1)
+    t_boot = []
+    for j, (c, _, _, Hrow) in enumerate(parts):
+        delta = Ainv @ P[2 * k * j : 2 * k * j + k]  # k x B
+        U = P[2 * k * j + k : 2 * k * (j + 1)]  # k x B
+        ss = Q[j] - 2 * np.sum(delta * U, axis=0) + np.sum(delta * ((Hrow.T @ Hrow) @ delta), axis=0)
+        se_b = np.sqrt(dz.ssc * ss)
+        t_boot.append((c @ delta) / se_b)
+    return np.asarray(t_obs), np.column_stack(t_boot)
 
 
 def wild_bootstrap_t(
@@ -682,42 +808,18 @@ def wild_bootstrap_t(
     by county, one column per draw; :func:`rademacher_weights`), and
     :math:`t^*_b = c'(\hat\beta^*_b-\tilde\beta)/\mathrm{se}^*_b` with the CR1 standard error
     recomputed in each draw. Computed in closed form from cluster sums, as in Roodman et al.
-    (2019). Returns ``(t, t_boot)`` with shapes ``(m,)`` and ``(B, m)``.
+    (2019); the sum of squared bootstrap scores of a draw is expanded into products of cluster
+    sums with the weights, so the draws of every contrast of the model come from one matrix
+    product with the weight matrix (the data are demeaned once, not per draw). Returns
+    ``(t, t_boot)`` with shapes ``(m,)`` and ``(B, m)``.
     """
     regressors = list(regressors)
     if not contrasts:
         raise SpecificationError("Give at least one contrast (a mapping from regressor to weight).")
     dz = _cluster_design(data, outcome, regressors, entity, time)
-    missing = pd.Index(dz.clusters).difference(weights.index)
-    if len(missing):
-        raise SpecificationError(f"{len(missing)} cluster(s) of the data have no bootstrap weights, e.g. {list(missing[:3])}.")
-    W = weights.loc[dz.clusters].to_numpy(dtype=float)  # G x B
-    k = len(dz.names)
-    Ainv = np.linalg.inv(dz.A)
-    t_obs, t_boot = [], []
-    for c_map in contrasts:
-        unknown = [r for r in c_map if r not in regressors]
-        if unknown:
-            raise SpecificationError(f"Contrast terms {unknown} are not regressors {regressors}.")
-        c = np.zeros(k)
-        for r, v in c_map.items():
-            c[regressors.index(r)] = float(v)
-        if not np.any(c):
-            raise SpecificationError("A contrast has all weights zero.")
-        a = Ainv @ c
-        # observed t with unrestricted scores
-        Su = dz.Sy - dz.H @ dz.b
-        se = np.sqrt(dz.ssc * np.sum((Su @ a) ** 2))
-        t_obs.append(float(c @ dz.b) / se)
-        beta = dz.b - a * (c @ dz.b) / (c @ a) if impose_null else dz.b
-        S = dz.Sy - dz.H @ beta  # restricted cluster scores, G x k
-        C = S @ a  # G
-        Hrow = dz.H @ a  # G x k
-        delta = Ainv @ (S.T @ W)  # k x B: beta* - beta_tilde
-        z = W * C[:, None] - Hrow @ delta  # G x B
-        se_b = np.sqrt(dz.ssc * np.sum(z**2, axis=0))
-        t_boot.append((c @ delta) / se_b)
-    return np.asarray(t_obs), np.column_stack(t_boot)
+    W = weights.to_numpy(dtype=float)[_weight_rows(weights, dz.clusters)]  # G x B
+    W2 = None if np.all(np.abs(W) == 1.0) else W * W
+    return _bootstrap_t(dz, regressors, contrasts, W, W2, impose_null)
 
 
 @dataclass(frozen=True)
@@ -755,11 +857,16 @@ def romano_wolf_family(
     if not hypotheses:
         raise SpecificationError("The family is empty.")
     if weights is None:
-        all_ids = np.unique(np.concatenate([np.asarray(h.data[entity]) for h in hypotheses]))
+        # the counties of every distinct data set (many hypotheses share one)
+        frames = list({id(h.data): h.data for h in hypotheses}.values())
+        all_ids = np.unique(np.concatenate([np.asarray(pd.unique(f[entity])) for f in frames]))
         weights = rademacher_weights(all_ids, reps, seed)
     groups: dict[str, list[int]] = {}
     for i, h in enumerate(hypotheses):
         groups.setdefault(h.key or repr((h.outcome, h.regressors)), []).append(i)
+    # the weights and their squares once for the family (None: all +-1, the squares are 1)
+    W_all = weights.to_numpy(dtype=float)
+    W2_all = None if np.all(np.abs(W_all) == 1.0) else W_all * W_all
     t = np.empty(len(hypotheses))
     tb = np.empty((weights.shape[1], len(hypotheses)))
     for idx in groups.values():
@@ -767,8 +874,10 @@ def romano_wolf_family(
         for j in idx[1:]:
             if hypotheses[j].outcome != h0.outcome or hypotheses[j].regressors != h0.regressors:
                 raise SpecificationError(f"Hypotheses with key {h0.key!r} differ in outcome or regressors.")
-        tt, bb = wild_bootstrap_t(h0.data, h0.outcome, h0.regressors, [hypotheses[j].contrast for j in idx],
-                                  weights, impose_null, entity, time)
+        contrasts = [hypotheses[j].contrast for j in idx]
+        dz = _cluster_design(h0.data, h0.outcome, list(h0.regressors), entity, time)
+        rows = _weight_rows(weights, dz.clusters)
+        tt, bb = _bootstrap_t(dz, list(h0.regressors), contrasts, W_all, W2_all, impose_null, rows)
         t[idx] = tt
         tb[:, idx] = bb
     p_boot = bootstrap_pvalues(t, tb)
@@ -863,8 +972,9 @@ def fit_chapter7(df: pd.DataFrame, reps: int = 999, seed: int = 20261127, outcom
     for y in outcomes:
         fits[(y, "type")] = fit_by_type(data, y)
         for g in groups:
-            fits[(y, g)] = fit_by_group(data, y, g)
-            robust[(y, g)] = fit_by_group(data, y, g, group_by_wave=True)
+            prep = _group_sample(data, y, g, DENSITY, "fips", "year")  # shared by the two fits
+            fits[(y, g)] = _group_effects(prep, y, g, DENSITY, False, "fips", "year")
+            robust[(y, g)] = _group_effects(prep, y, g, DENSITY, True, "fips", "year")
         overall.append({"outcome": y, **overall_effect(data, y)})
     overall = pd.DataFrame(overall).set_index("outcome")
 

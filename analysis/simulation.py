@@ -56,7 +56,8 @@ effects; ``fd`` first differences with wave effects; ``lagfe`` TWFE of :math:`y_
 of :math:`y_{it}` on :math:`y_{i,t-1}` and :math:`x_{it}` (subject to Nickell bias);
 ``sysgmm`` Blundell-Bond system GMM of :math:`y_{it}` on :math:`y_{i,t-1}` and :math:`x_{it}`,
 both endogenous (levels lagged two or more waves as instruments, collapsed, two steps,
-Windmeijer SEs, :func:`analysis.dynamic.fit_gmm`); ``iv`` 2SLS with county and wave effects,
+Windmeijer SEs: the model of :func:`analysis.dynamic.fit_gmm`, computed here in closed form on the
+balanced arrays and tested against it); ``iv`` 2SLS with county and wave effects,
 density instrumented by the shift-share :math:`z`. All but GMM have CR1 standard errors
 clustered by county with the small-sample factor of :func:`analysis.estimation.fit`
 (:math:`G/(G-1)\cdot(n-1)/(n-K)`, county effects not counted in K) and t(G-1) intervals; they
@@ -66,8 +67,9 @@ normal intervals.
 Monte Carlo
 -----------
 :func:`monte_carlo` draws ``reps`` panels; replication r uses the r-th child of
-``numpy.random.SeedSequence(seed)``, so the results are the same whatever ``n_jobs``. GMM takes
-about 0.3 s a fit with 3,100 counties, so it runs on the first ``gmm_reps`` replications only.
+``numpy.random.SeedSequence(seed)``, so the results are the same whatever ``n_jobs``. GMM is the
+slowest estimator (about 0.02 s a fit with 3,100 counties, five times the others together; 0.1 s
+through fit_gmm), so it runs on the first ``gmm_reps`` replications only.
 :meth:`MonteCarlo.summary` reports bias (mean estimate - beta), its Monte Carlo SE, RMSE, the
 coverage of the 95% intervals (and its MC SE), the mean SE and the SD of the estimates.
 
@@ -78,6 +80,7 @@ Windmeijer (2005); Goldsmith-Pinkham, Sorkin & Swift (2020) *AER* 110(8).
 
 from __future__ import annotations
 
+import functools
 import time as _time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -451,9 +454,14 @@ def _ols1(yt, xt, k, q):
 
 def _twfe_multi(Y: np.ndarray, Xs: list[np.ndarray], q: float) -> np.ndarray:
     """TWFE with several regressors; returns the result for the *last* regressor."""
-    yt = _twoway(Y).ravel()
-    X = np.column_stack([_twoway(a).ravel() for a in Xs])
-    N, Tp = Y.shape
+    return _twfe_multi_demeaned(_twoway(Y), [_twoway(a) for a in Xs], q)
+
+
+def _twfe_multi_demeaned(Yt: np.ndarray, Xts: list[np.ndarray], q: float) -> np.ndarray:
+    """:func:`_twfe_multi` on arrays already two-way demeaned."""
+    yt = Yt.ravel()
+    X = np.column_stack([a.ravel() for a in Xts])
+    N, Tp = Yt.shape
     XtX_inv = np.linalg.inv(X.T @ X)
     b = XtX_inv @ X.T @ yt
     e = yt - X @ b
@@ -464,6 +472,13 @@ def _twfe_multi(Y: np.ndarray, Xs: list[np.ndarray], q: float) -> np.ndarray:
 
 
 def _gmm(y: np.ndarray, x: np.ndarray, waves) -> np.ndarray:
+    if np.all(np.isfinite(y)) and np.all(np.isfinite(x)):
+        return _sysgmm(y, x)
+    return _gmm_fit(y, x, waves)
+
+
+def _gmm_fit(y: np.ndarray, x: np.ndarray, waves) -> np.ndarray:
+    """The GMM row through :func:`analysis.dynamic.fit_gmm` (any panel, with gaps too)."""
     from analysis.dynamic import GMMStyle, fit_gmm
 
     N, T = y.shape
@@ -479,6 +494,143 @@ def _gmm(y: np.ndarray, x: np.ndarray, waves) -> np.ndarray:
     return _result(b, se, float(stats.norm.ppf(0.975)))
 
 
+def _lag(a: np.ndarray, k: int) -> np.ndarray:
+    """``a`` lagged by k waves along axis 1, NaN where unavailable (as analysis.dynamic)."""
+    out = np.full_like(a, np.nan)
+    out[:, k:] = a[:, :-k]
+    return out
+
+
+def _independent_columns(M: np.ndarray, tol: float = 1e-9) -> list[int]:
+    """The columns of M that :func:`analysis.dynamic._independent` keeps (greedy left-to-right
+    Gram-Schmidt: a column stays if its residual on the kept ones exceeds ``tol`` times its
+    norm), with the orthonormal basis in one preallocated array instead of regrown each step."""
+    keep: list[int] = []
+    M = np.asfortranarray(M)  # contiguous columns
+    Q = np.empty((M.shape[0], M.shape[1]), order="F")
+    m = 0
+    for j in range(M.shape[1]):
+        v = M[:, j]
+        nv = np.linalg.norm(v)
+        if nv == 0:
+            continue
+        Qm = Q[:, :m]
+        r = v - Qm @ (Qm.T @ v)
+        nr = np.linalg.norm(r)
+        if nr > tol * nv:
+            keep.append(j)
+            Q[:, m] = r / nr
+            m += 1
+    return keep
+
+
+def _sysgmm(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """:func:`_gmm_fit` on a balanced panel without missing values, in closed form.
+
+    The same model and steps as ``fit_gmm(d, "y", ["L1.y", "x"], gmm=[GMMStyle("y", 2, None),
+    GMMStyle("x", 2, None)], method="system", steps=2, collapse=True)``: the stacked differenced
+    and level equations, the same instrument and regressor columns (kept by the same greedy rank
+    check), two-step weights and Windmeijer's correction, but with the sums over counties done as
+    matrix products and without the specification tests the simulation does not use (fit_gmm
+    spent most of its time in ``np.einsum``). ``tests/test_simulation.py`` checks it against
+    fit_gmm. Returns the row (estimate, se, conf_low, conf_high) for ``x``.
+    """
+    N, T = y.shape
+    R = 2 * T
+    Ly = _lag(y, 1)
+    dY, dLy, dx = y - Ly, Ly - _lag(Ly, 1), x - _lag(x, 1)
+    ok_d = np.isfinite(dY) & np.isfinite(dLy) & np.isfinite(dx)
+    ok_l = np.isfinite(y) & np.isfinite(Ly) & np.isfinite(x)
+    zeros, ones = np.zeros((N, T)), np.ones((N, T))
+
+    def stack(d_part, l_part):  # the inputs are finite, so NaN comes from lags only: it becomes 0
+        return np.concatenate([np.where(ok_d & ~np.isnan(d_part), d_part, 0.0),
+                               np.where(ok_l & ~np.isnan(l_part), l_part, 0.0)], axis=1)
+
+    def dummies():
+        for t in range(1, T):
+            d = np.zeros((N, T))
+            d[:, t] = 1.0
+            yield stack(d - _lag(d, 1), d)
+
+    # regressors L1.y, x, constant, period dummies; collinear dummies dropped, as in fit_gmm
+    X = np.stack([stack(dLy, Ly), stack(dx, x), stack(zeros, ones), *dummies()], axis=2)  # (N, R, K)
+    keep = _independent_columns(X.reshape(N * R, -1))
+    if not {0, 1, 2} <= set(keep):
+        return np.full(4, np.nan)
+    X = X[:, :, keep]
+    K = X.shape[2]
+    # instruments: levels lagged 2+ waves (collapsed) for the differences, the lagged difference
+    # for the levels, the constant and the period dummies
+    zcols = []
+    for V in (y, x):
+        spread = np.nanmax(V, axis=0) - np.nanmin(V, axis=0)
+        if not np.any(np.nan_to_num(spread) > 0):
+            return np.full(4, np.nan)
+        block = [stack(_lag(V, lag), zeros) for lag in range(2, T)]
+        block.append(stack(zeros, _lag(V - _lag(V, 1), 1)))
+        block = [c for c in block if np.any(c != 0)]
+        if not block:
+            return np.full(4, np.nan)
+        zcols += block
+    Z = np.stack([*zcols, stack(zeros, ones), *dummies()], axis=2)
+    Z = Z[:, :, _independent_columns(Z.reshape(N * R, -1))]
+    L = Z.shape[2]
+    if L < K:
+        return np.full(4, np.nan)
+    yv = stack(dY, y)
+
+    Md = np.eye(T) - np.eye(T, k=-1)
+    M = np.vstack([Md, np.eye(T)])
+    H = M @ M.T
+    Zf, Xf = Z.reshape(N * R, L), X.reshape(N * R, K)
+    ZX = Zf.T @ Xf
+    Zy = Zf.T @ yv.ravel()
+    ZHZ = Zf.T @ np.matmul(H, Z).reshape(N * R, L)
+
+    def pinv(S):
+        return np.linalg.pinv((S + S.T) / 2)
+
+    def solve(W):
+        XZW = ZX.T @ W
+        Minv = XZW @ ZX
+        if np.linalg.matrix_rank(Minv) < K:
+            raise np.linalg.LinAlgError("X'Z W Z'X is singular")
+        V = np.linalg.inv(Minv)
+        return V @ XZW @ Zy, V, V @ XZW
+
+    def scores(b):  # Z_i'e_i, one row per county
+        e = yv - X @ b
+        return np.matmul(e[:, None, :], Z)[:, 0, :]
+
+    try:
+        b1, _, Mb1 = solve(pinv(ZHZ))
+        g1 = scores(b1)
+        S1 = g1.T @ g1
+        V1r = Mb1 @ S1 @ Mb1.T
+        A2 = pinv(S1)
+        b2, V2, Mb2 = solve(A2)
+        g2 = scores(b2)
+    except np.linalg.LinAlgError:
+        return np.full(4, np.nan)
+    # Windmeijer (2005)
+    Zx = np.matmul(Z.transpose(0, 2, 1), X)  # (N, L, K): Z_i'x_ij
+    ZE2 = A2 @ g2.sum(axis=0)
+    D = np.empty((K, K))
+    for j in range(K):
+        dOmega = Zx[:, :, j].T @ g1 + g1.T @ Zx[:, :, j]
+        D[:, j] = Mb2 @ dOmega @ ZE2
+    V = V2 + D @ V2 + V2 @ D.T + D @ V1r @ D.T
+    j = list(keep).index(1)
+    return _result(float(b2[j]), float(np.sqrt(V[j, j])), float(stats.norm.ppf(0.975)))
+
+
+@functools.lru_cache(maxsize=8)
+def _t975(df: int) -> float:
+    """The 97.5% quantile of t(df) (the same for every replication of a Monte Carlo)."""
+    return float(stats.t.ppf(0.975, df))
+
+
 def estimate_all(arr: dict[str, np.ndarray], waves, estimators=tuple(ESTIMATORS)) -> np.ndarray:
     """Each estimator's (estimate, se, conf_low, conf_high) for density, as rows in ``estimators`` order.
 
@@ -489,25 +641,33 @@ def estimate_all(arr: dict[str, np.ndarray], waves, estimators=tuple(ESTIMATORS)
         raise SimulationError(f"Unknown estimator(s) {unknown}; choose from {list(ESTIMATORS)}.")
     y, x = arr["y"], arr["x"]
     N, T = y.shape
-    q = float(stats.t.ppf(0.975, N - 1))
+    q = _t975(N - 1)
     out = np.full((len(estimators), 4), np.nan)
+    demeaned: dict[str, np.ndarray] = {}  # several estimators use the same two-way demeaned arrays
+
+    def tw(key: str) -> np.ndarray:
+        if key not in demeaned:
+            a = {"y": y, "x": x, "y1": y[:, 1:], "x0": x[:, :-1], "y0": y[:, :-1], "x1": x[:, 1:]}.get(key)
+            demeaned[key] = _twoway(arr[key] if a is None else a)
+        return demeaned[key]
+
     for j, name in enumerate(estimators):
         if name == "pooled":
             yt, xt = y - y.mean(axis=0), x - x.mean(axis=0)
             out[j] = _ols1(yt, xt, T + 1, q)
         elif name == "twfe":
-            out[j] = _ols1(_twoway(y), _twoway(x), T + 1, q)
+            out[j] = _ols1(tw("y"), tw("x"), T + 1, q)
         elif name == "fd":
             dy, dx = np.diff(y, axis=1), np.diff(x, axis=1)
             out[j] = _ols1(dy - dy.mean(axis=0), dx - dx.mean(axis=0), T, q)
         elif name == "lagfe":
-            out[j] = _ols1(_twoway(y[:, 1:]), _twoway(x[:, :-1]), T, q)
+            out[j] = _ols1(tw("y1"), tw("x0"), T, q)
         elif name == "fe_ldv":
-            out[j] = _twfe_multi(y[:, 1:], [y[:, :-1], x[:, 1:]], q)
+            out[j] = _twfe_multi_demeaned(tw("y1"), [tw("y0"), tw("x1")], q)
         elif name == "sysgmm":
             out[j] = _gmm(y, x, waves)
         elif name == "iv":
-            yt, xt, zt = _twoway(y), _twoway(x), _twoway(arr["z"])
+            yt, xt, zt = tw("y"), tw("x"), tw("z")
             b = float((zt * yt).sum() / (zt * xt).sum())
             out[j] = _result(b, _clustered(xt, yt - b * xt, zt, T + 1), q)
     return out

@@ -330,3 +330,49 @@ def test_quality_robustness_drops_low_quality_rows():
     assert out.loc[("share_employed", "quality <= 2"), "nobs"] == len(d) // 2
     with pytest.raises(EventStudyError, match="No quality flag"):
         quality_robustness(d, ["violent_crime_per_100k"])
+
+
+# ----------------------------------------------------------------------------------------
+# Shared work (issue 17): the same numbers as separate computations
+# ----------------------------------------------------------------------------------------
+
+
+def test_event_study_shares_the_first_stage_with_the_static_model():
+    """event_study fits Gardner's first stage once for the event-time and the static second
+    stage; each equals its own did2s call (identical arithmetic, so identical numbers)."""
+    from analysis.eventstudy import _prepare, _term
+
+    d = synthetic_staggered(effect=dynamic_effect)
+    r = event_study(d, "y", cohort="cohort", unit="unit", time="year", estimator="did2s")
+    p, _ = _prepare(d, "y", "cohort", "unit", "year", (-4, 3), 2, fe=("unit", "year"), extra=("unit",))
+    terms = [_term(e) for e in range(-4, 4)]
+    es = did2s(p, "y", "treated", terms, ("unit", "year"), "unit")
+    np.testing.assert_array_equal(r.coefs["estimate"].to_numpy(), es.params.to_numpy())
+    np.testing.assert_array_equal(r.cov.to_numpy(), es.cov.to_numpy())
+    static = did2s(p.assign(treated_f=p["treated"].astype(float)), "y", "treated", ["treated_f"], ("unit", "year"), "unit")
+    assert r.att == float(static.params.iloc[0])
+    assert r.att_se == float(np.sqrt(static.cov.iloc[0, 0]))
+
+
+def test_segment_fit_is_remembered_by_content():
+    from analysis.eventstudy import quality_robustness, segment_fit
+
+    rng = np.random.default_rng(4)
+    n, years = 60, list(range(2014, 2023))
+    d = pd.DataFrame({"fips": np.repeat([f"{i:05d}" for i in range(n)], len(years)), "year": np.tile(years, n)})
+    d["post_2017_break"] = d["year"] >= 2017
+    d["density_sd"] = rng.normal(size=len(d))
+    d["share_employed"] = 0.3 * d["density_sd"] + rng.normal(size=len(d))
+    d["share_employed_quality"] = 1
+    r = segment_fit(d, "share_employed", "density_sd")
+    ref = fit(*segment_fe_spec(d, "share_employed", "density_sd"))
+    pd.testing.assert_series_equal(r.params, ref.params)
+    pd.testing.assert_series_equal(r.std_errors, ref.std_errors)
+    assert segment_fit(d.copy(), "share_employed", "density_sd") is r  # equal content: the same fit
+    changed = d.copy()
+    changed.loc[3, "share_employed"] += 1.0
+    assert segment_fit(changed, "share_employed", "density_sd") is not r
+    q = quality_robustness(d, ["share_employed"])
+    assert q.loc[("share_employed", "all"), "estimate"] == float(ref.params["density_sd"])
+    with pytest.raises(EventStudyError, match="not in the data"):
+        segment_fit(d, "nope", "density_sd")

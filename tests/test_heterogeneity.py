@@ -413,3 +413,118 @@ def test_as_published_reads_the_gap_as_zeros():
     pub = as_published(w)
     assert (pub.loc[gaps.index, list(ESTABLISHMENT_DENSITIES)] == 0).all().all()
     assert w.loc[gaps.index, "assn_per_1k"].isna().all()  # the built panel keeps the gap missing
+
+
+# --------------------------------------------------------------------------------------
+# Fast paths (issue 17): the same numbers as the straightforward computations
+# --------------------------------------------------------------------------------------
+
+
+def test_fast_twfe_paths_equal_fit(panel):
+    """split_sample, fit_single_types and overall_effect use the closed-form TWFE of the bootstrap
+    design instead of analysis.estimation.fit: the same estimates, SEs, intervals and p-values."""
+    from analysis.estimation import variance_decomposition
+
+    spec = dict(estimator="twfe", cov="cluster-unit")
+    d = panel.copy()
+    d.loc[d.index[7], "unemployment_rate"] = np.nan  # one county leaves the balanced sample
+    got = het.overall_effect(d, "unemployment_rate")
+    bal = het._balanced(d, ["unemployment_rate", "assn_per_1k"])
+    r = fit(ModelSpec(outcome="unemployment_rate", regressors=("assn_per_1k",), **spec), bal)
+    sd = variance_decomposition(bal, "assn_per_1k").sd_within
+    lo, hi = r.conf_int.loc["assn_per_1k", ["lower", "upper"]]
+    assert got["estimate"] == pytest.approx(float(r.params["assn_per_1k"]) * sd, rel=1e-10)
+    assert got["std_error"] == pytest.approx(float(r.std_errors["assn_per_1k"]) * sd, rel=1e-10)
+    assert got["conf_low"] == pytest.approx(float(lo) * sd, rel=1e-10)
+    assert got["conf_high"] == pytest.approx(float(hi) * sd, rel=1e-10)
+    assert got["pvalue"] == pytest.approx(float(r.pvalues["assn_per_1k"]), rel=1e-8)
+
+    split = het.split_sample(panel, "unemployment_rate", "grp")
+    for g, row in split.iterrows():
+        sub = panel.loc[panel["grp"] == g]
+        r = fit(ModelSpec(outcome="unemployment_rate", regressors=("assn_per_1k",), **spec), sub)
+        sd = variance_decomposition(panel, "assn_per_1k").sd_within
+        assert row["estimate"] == pytest.approx(float(r.params["assn_per_1k"]) * sd, rel=1e-10)
+        assert row["std_error"] == pytest.approx(float(r.std_errors["assn_per_1k"]) * sd, rel=1e-10)
+
+    types = ["type_a_per_10k", "type_b_per_10k"]
+    alone = het.fit_single_types(panel, "unemployment_rate", types)
+    for t in types:
+        r = fit(ModelSpec(outcome="unemployment_rate", regressors=(t,), **spec), panel)
+        sd = variance_decomposition(panel, t).sd_within
+        assert alone.loc[t, "estimate"] == pytest.approx(float(r.params[t]) * sd, rel=1e-10)
+        assert alone.loc[t, "std_error"] == pytest.approx(float(r.std_errors[t]) * sd, rel=1e-10)
+
+
+def _bootstrap_t_direct(data, outcome, regressors, contrasts, weights, impose_null=True):
+    """The wild bootstrap computed draw by draw from the G x B bootstrap scores (the formula of
+    Roodman et al. 2019, without the expansion the module uses)."""
+    dz = het._cluster_design(data, outcome, regressors, "fips", "year")
+    W = weights.loc[dz.clusters].to_numpy(dtype=float)
+    Ainv = np.linalg.inv(dz.A)
+    t_obs, t_boot = [], []
+    for c_map in contrasts:
+        c = np.zeros(len(dz.names))
+        for r, v in c_map.items():
+            c[list(regressors).index(r)] = v
+        a = Ainv @ c
+        Su = dz.Sy - dz.H @ dz.b
+        t_obs.append(float(c @ dz.b) / np.sqrt(dz.ssc * np.sum((Su @ a) ** 2)))
+        beta = dz.b - a * (c @ dz.b) / (c @ a) if impose_null else dz.b
+        S = dz.Sy - dz.H @ beta
+        delta = Ainv @ (S.T @ W)
+        z = W * (S @ a)[:, None] - (dz.H @ a) @ delta
+        t_boot.append((c @ delta) / np.sqrt(dz.ssc * np.sum(z**2, axis=0)))
+    return np.asarray(t_obs), np.column_stack(t_boot)
+
+
+@pytest.mark.parametrize("impose_null", [True, False])
+@pytest.mark.parametrize("kind", ["rademacher", "normal"])
+def test_bootstrap_expansion_equals_direct_computation(panel, impose_null, kind):
+    data, terms = het.interaction_columns(panel, "assn_per_1k", "grp")
+    cols = list(terms)
+    contrasts = [{c: 1.0} for c in cols] + [{cols[0]: 1.0, cols[2]: -0.5}]
+    W = het.rademacher_weights(data["fips"], 49, 3)
+    if kind == "normal":  # not +-1: the squared weights enter the expansion
+        W = pd.DataFrame(np.random.default_rng(0).normal(size=W.shape), index=W.index)
+    t, tb = het.wild_bootstrap_t(data, "unemployment_rate", cols, contrasts, W, impose_null)
+    t_ref, tb_ref = _bootstrap_t_direct(data, "unemployment_rate", cols, contrasts, W, impose_null)
+    np.testing.assert_allclose(t, t_ref, rtol=1e-12)
+    np.testing.assert_allclose(tb, tb_ref, rtol=1e-9, atol=1e-12)
+
+
+def test_family_on_subsets_equals_model_by_model(panel):
+    """romano_wolf_family multiplies one weight matrix of all counties with zero scores for the
+    counties a model does not use: the same t statistics as each model's own bootstrap."""
+    d = panel.copy()
+    d.loc[d["fips"].isin(d["fips"].unique()[:25]), "poverty_rate"] = np.nan  # a smaller sample
+    W = het.rademacher_weights(d["fips"], 99, 8)
+    hyps = [het.Hypothesis(("u", 0), "unemployment_rate", ("assn_per_1k",), {"assn_per_1k": 1.0}, d, key="u"),
+            het.Hypothesis(("p", 0), "poverty_rate", ("assn_per_1k",), {"assn_per_1k": 1.0}, d, key="p")]
+    fam = het.romano_wolf_family(hyps, weights=W)
+    for j, h in enumerate(hyps):
+        t, tb = het.wild_bootstrap_t(d, h.outcome, list(h.regressors), [h.contrast], W)
+        assert fam["t"].iloc[j] == pytest.approx(t[0], rel=1e-12)
+    # weights drawn inside from the seed: the same as drawing them over every county first
+    again = het.romano_wolf_family(hyps, reps=99, seed=8)
+    np.testing.assert_array_equal(again["p_rw"].to_numpy(), fam["p_rw"].to_numpy())
+
+
+def test_rademacher_weights_are_fresh_copies():
+    w1 = het.rademacher_weights(["a", "b", "c"], 5, seed=9)
+    w1.iloc[0, 0] = 99.0
+    w2 = het.rademacher_weights(["a", "b", "c"], 5, seed=9)
+    ref = np.random.default_rng(9).choice([-1, 1], size=15).reshape(3, 5)
+    np.testing.assert_array_equal(w2.to_numpy(), ref)
+
+
+def test_balanced_matches_groupby_definition(panel):
+    d = panel.copy()
+    d.loc[d.index[[3, 50, 51]], "unemployment_rate"] = np.nan
+    d.loc[d.index[100], "fips"] = None  # a row without a county is never kept
+    cols = ["unemployment_rate", "assn_per_1k"]
+    complete = d[cols].notna().all(axis=1)
+    periods = d.loc[complete].groupby("fips")["year"].nunique()
+    keep = periods.index[periods == d["year"].nunique()]
+    ref = d.loc[d["fips"].isin(keep) & complete]
+    pd.testing.assert_frame_equal(het._balanced(d, cols), ref)
