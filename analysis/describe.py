@@ -2,7 +2,9 @@
 of the annual series used by Chapter 6.
 
 Everything here describes; nothing estimates an effect. Figures return the matplotlib Figure so
-that a chapter can caption it, and never call ``plt.show``.
+that a chapter can caption it, and never call ``plt.show``. Every figure is made with the
+:mod:`analysis.plots` helpers, so it gets the book style (issue 15: at most 10 in wide, text of
+9 pt or more) whatever theme the chapter set before.
 
 What the counts are
 -------------------
@@ -34,6 +36,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from analysis import plots
 from analysis.estimation import within_transform
 
 #: The establishment classes of the Penn State wave files (County Business Patterns, employer
@@ -129,7 +132,7 @@ def summary_by_year(df: pd.DataFrame, cols, time: str = "year") -> pd.DataFrame:
 def density_distribution_figure(waves: pd.DataFrame) -> plt.Figure:
     """Distribution of associations per 1,000 people in each wave (log scale: the tail is long)."""
     d = waves.loc[waves["assn_per_1k"] > 0, ["year", "assn_per_1k"]]
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = plots.subplots(figsize=(7, 3.8))
     sns.boxenplot(data=d, x="year", y="assn_per_1k", ax=ax, color="#4C72B0", k_depth="proportion")
     ax.set_yscale("log")
     ax.set_xlabel("Wave")
@@ -142,27 +145,27 @@ def type_trends_figure(waves: pd.DataFrame) -> plt.Figure:
     """Median county density of each organisation-type group by wave."""
     cols = [c for c in WAVE_DENSITIES if not c.endswith("_per_1k")]  # the per-10,000 type groups
     med = waves.groupby("year")[cols].median().rename(columns=WAVE_DENSITIES)
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = plots.subplots(figsize=(7, 3.8))
     for label in med.columns:
         ax.plot(med.index, med[label], marker="o", label=label)
     ax.set_xticks(med.index)
     ax.set_xlabel("Wave")
     ax.set_ylabel("Median county, per 10,000 people")
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(frameon=False)
     fig.tight_layout()
     return fig
 
 
 def outcome_trends_figure(waves: pd.DataFrame) -> plt.Figure:
-    """Median and interquartile range across counties of each outcome by wave."""
-    fig, axes = plt.subplots(1, len(WAVE_OUTCOMES), figsize=(11, 3))
+    """Median and interquartile range across counties of each outcome by wave, one panel per
+    outcome in a 2 x 2 grid (reading order: unemployment, poverty, child poverty, income)."""
+    fig, axes = plots.panel_grid(len(WAVE_OUTCOMES), max_cols=2, row_height=2.8)
     for ax, (col, label) in zip(axes, WAVE_OUTCOMES.items()):
         q = waves.groupby("year")[col].quantile([0.25, 0.5, 0.75]).unstack()
         ax.fill_between(q.index, q[0.25], q[0.75], alpha=0.3)
         ax.plot(q.index, q[0.5], marker="o")
         ax.set_xticks(q.index)
-        ax.tick_params(axis="x", labelrotation=45)
-        ax.set_title(label, fontsize=9)
+        ax.set_title(label)
     fig.tight_layout()
     return fig
 
@@ -172,16 +175,17 @@ def annual_density_figure(annual: pd.DataFrame, break_year: int = 2017) -> plt.F
     marks CBP's three-establishment publication rule (from reference year 2017)."""
     q = annual.groupby("year")["associations_per_10k"].quantile([0.25, 0.5, 0.75]).unstack()
     n = annual.groupby("year")["associations_per_10k"].count()
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, (ax, ax2) = plots.subplots(1, 2, figsize=(10, 3.5))
     ax.fill_between(q.index, q[0.25], q[0.75], alpha=0.3, label="interquartile range")
     ax.plot(q.index, q[0.5], marker="o", label="median county")
     ax2.bar(n.index, n.values, color="#8C8C8C")
     for a in (ax, ax2):
         a.axvline(break_year - 0.5, color="black", linestyle="--", linewidth=1)
         a.set_xlabel("Year")
-    ax.text(break_year - 0.4, ax.get_ylim()[1], " 3-establishment rule", va="top", fontsize=8)
+    ax.text(break_year - 0.4, ax.get_ylim()[1], " 3-establishment rule", va="top", fontsize=9)
     ax.set_ylabel("Membership associations per 10,000")
-    ax.legend(fontsize=8, frameon=False)
+    # upper right, just below the rule's label (which runs from the dashed line to the right)
+    ax.legend(fontsize=9, frameon=False, loc="upper right", bbox_to_anchor=(1.0, 0.93))
     ax2.set_ylabel("Counties with a value")
     ax2.set_ylim(np.floor(n.min() * 0.95 / 100) * 100, n.max() * 1.01)
     fig.tight_layout()
@@ -193,7 +197,7 @@ def variance_shares_figure(shares: pd.DataFrame, labels: dict[str, str]) -> plt.
     parts = {"share_between": "between counties", "share_common_year": "common to a year",
              "share_within_twoway": "within county, net of year"}
     d = shares[list(parts)].rename(columns=parts).rename(index=labels)
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(d) + 1.2))
+    fig, ax = plots.subplots(figsize=(8, 0.45 * len(d) + 1.2))
     left = np.zeros(len(d))
     for col, color in zip(d.columns, ["#4C72B0", "#BBBBBB", "#DD8452"]):
         ax.barh(d.index, d[col], left=left, label=col, color=color)
@@ -201,7 +205,9 @@ def variance_shares_figure(shares: pd.DataFrame, labels: dict[str, str]) -> plt.
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("Share of total variance")
-    ax.legend(ncol=3, fontsize=8, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    # above the bars, right-aligned with them: the long variable labels leave the bars a narrow
+    # axes, and a legend centred on it would stick out of the figure (and widen the PNG)
+    ax.legend(ncol=3, fontsize=9, frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 

@@ -963,10 +963,10 @@ def direction_plot(table: pd.DataFrame, ax=None, labels: dict | None = None):
     ``table`` is a :func:`direction_table`; forward (density -> later outcome) and reverse
     (outcome -> later density) are drawn side by side for each outcome. Returns the Figure.
     """
-    import matplotlib.pyplot as plt
+    from analysis import plots
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 4.2))
+        fig, ax = plots.subplots(figsize=(7, 4.2))
     else:
         fig = ax.figure
     outcomes = list(dict.fromkeys(table.index.get_level_values("outcome")))
@@ -981,7 +981,7 @@ def direction_plot(table: pd.DataFrame, ax=None, labels: dict | None = None):
     ax.set_yticks(ypos)
     ax.set_yticklabels([labels.get(o, o) for o in outcomes])
     ax.set_xlabel("Standardised coefficient (within-county SDs per within-county SD), 95% CI")
-    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8)
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -81,7 +81,7 @@ def _write_in_place(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            fh.write(text if text.endswith("\n") else text + "\n")  # as committed notebooks end
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -137,3 +137,32 @@ def test_count_changes_by_size_and_events_by_size_and_segment():
     e = describe.events_by_size_and_segment(changes)
     assert e.loc["smaller half", "2017 on"] == 1 and e.loc["larger half", "2017 on"] == 1
     assert e.loc["larger half", "before 2017"] == 1 and e.to_numpy().sum() == 3
+
+
+def test_outcome_figure_wraps_into_rows_in_the_book_style():
+    """Issue 15: the four outcome panels are 2 x 2 at the page width, and the book style wins over
+    the seaborn theme a chapter sets first (Chapter 2 calls ``sns.set_theme(context="notebook")``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from analysis import plots
+
+    rng = np.random.default_rng(0)
+    waves = pd.DataFrame([{"fips": f, "year": y, **{c: rng.normal() for c in describe.WAVE_OUTCOMES}}
+                          for f in range(20) for y in (1997, 2005, 2009, 2014)])
+    with matplotlib.rc_context():
+        sns.set_theme(style="whitegrid", context="notebook")  # font.size 12, legend 11, ...
+        fig = describe.outcome_trends_figure(waves)
+        try:
+            assert tuple(fig.get_size_inches()) == (plots.MAX_WIDTH_IN, 5.6)
+            visible = [ax for ax in fig.axes if ax.get_visible()]
+            assert len(visible) == 4
+            assert len({round(ax.get_position().y0, 3) for ax in visible}) == 2  # two rows
+            assert [ax.get_title() for ax in visible] == list(describe.WAVE_OUTCOMES.values())
+            assert matplotlib.rcParams["font.size"] == plots.BOOK_RC["font.size"]
+            assert fig.dpi == plots.DPI
+        finally:
+            plt.close(fig)
