@@ -596,11 +596,12 @@ def event_time_plot(
     offset: float = 0.12,
 ):
     """Event-time coefficients with 95% intervals, one series per result (dodged), a dashed
-    zero line and a dotted line between e=-1 and e=0. Returns the Axes."""
+    zero line and a dotted line between e=-1 and e=0. Returns the Axes (on a new figure in the
+    book style, :func:`analysis.plots.subplots`, if ``ax`` is None)."""
     if ax is None:
-        import matplotlib.pyplot as plt
+        from analysis import plots
 
-        _, ax = plt.subplots(figsize=(6.5, 4))
+        _, ax = plots.subplots(figsize=(6.5, 4))
     items = list(results.items())
     if not items:
         raise EventStudyError("Nothing to plot.")
@@ -631,19 +632,19 @@ def event_time_panels(
     ncols: int = 2,
 ):
     """One :func:`event_time_plot` per entry of ``panels`` (panel title -> {series label ->
-    result}), on a grid with ``ncols`` columns. Returns the Figure."""
-    import matplotlib.pyplot as plt
+    result}), in rows of at most ``min(ncols, 2)`` panels, 5 in wide each and 3.6 in per row
+    (:func:`analysis.plots.panel_grid`, the book style: a figure is at most 10 in wide, so three
+    or four panels wrap into a 2 x 2 grid). Returns the Figure."""
+    from analysis import plots
 
     if not panels:
         raise EventStudyError("Nothing to plot.")
-    n = len(panels)
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows), squeeze=False)
-    for ax, (title, results) in zip(axes.flat, panels.items()):
+    cols = max(1, min(int(ncols), 2, len(panels)))  # one panel: one 5 in column
+    fig, axes = plots.panel_grid(len(panels), max_cols=cols, width=min(plots.MAX_WIDTH_IN, 5.0 * cols),
+                                 row_height=3.6)
+    for ax, (title, results) in zip(axes, panels.items()):
         event_time_plot(results, ax=ax, ylabel=(ylabels or {}).get(title))
         ax.set_title(title, fontsize=10)
-    for ax in list(axes.flat)[n:]:
-        ax.set_visible(False)
     fig.tight_layout()
     return fig
 

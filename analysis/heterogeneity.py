@@ -1049,9 +1049,11 @@ def effects_figure(
     top row is ``overall`` (all counties) if given. Filled markers: Romano-Wolf p < 0.05 (column
     ``p_rw``, if present). ``alternative`` (same index, a subset of rows) is drawn in grey just
     below each row, e.g. the estimates with group-by-wave effects. The grey band is +/- the
-    smallest effect of interest (``bounds``). Returns the Figure.
+    smallest effect of interest (``bounds``). Two panels per row (one for one outcome), 5 in each,
+    in the book style (:func:`analysis.plots.subplots`: at most 10 in wide, text of 9 pt or more).
+    Returns the Figure.
     """
-    import matplotlib.pyplot as plt
+    from analysis import plots
 
     need = {"estimate", "conf_low", "conf_high"}
     if not need.issubset(effects.columns) or list(effects.index.names) != ["outcome", "dimension", "group"]:
@@ -1075,7 +1077,8 @@ def effects_figure(
             ticks.append((pos, labels.get(g, str(g))))
             pos += 1.0 if alternative is None or d == "type" else 1.35
         pos += 0.9
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 0.27 * pos * nrows + 1.2), sharey=True, squeeze=False)
+    fig, axes = plots.subplots(nrows, ncols, figsize=(5.0 * ncols, 0.27 * pos * nrows + 1.2), sharey=True,
+                               squeeze=False)
     colors = {d: f"C{i}" for i, d in enumerate(dims)}
     for ax, y in zip(axes.flat, outcomes):
         e = effects.xs(y, level="outcome")
@@ -1101,8 +1104,8 @@ def effects_figure(
                 ax.hlines(yy + 0.38, alt["conf_low"], alt["conf_high"], color="0.55", linewidth=1.0)
                 ax.plot(alt["estimate"], yy + 0.38, "s", color="0.55", markersize=3.5, zorder=3)
         ax.set_title((outcome_labels or {}).get(y, y), fontsize=10)
-        ax.set_xlabel("Effect of +1 within-county SD of density", fontsize=8.5)
-        ax.tick_params(labelsize=8)
+        ax.set_xlabel("Effect of +1 within-county SD of density", fontsize=9)
+        ax.tick_params(labelsize=9)
     for ax in axes.flat[len(outcomes):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
@@ -1110,7 +1113,7 @@ def effects_figure(
         ax.set_yticklabels([t for _, t in ticks])
         for p, h in heads:
             ax.annotate(h, xy=(0, p), xycoords=("axes fraction", "data"), xytext=(-4, 0),
-                        textcoords="offset points", ha="right", va="center", fontsize=8, fontweight="bold")
+                        textcoords="offset points", ha="right", va="center", fontsize=9, fontweight="bold")
     axes[0, 0].set_ylim(pos - 0.4, -1.2)
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -1125,7 +1128,7 @@ def effects_figure(
     if bounds is not None:
         handles.append(Patch(color="0.9", label="smallest effect of interest"))
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9)
     return fig
 
 

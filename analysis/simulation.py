@@ -771,14 +771,15 @@ def monte_carlo(
 def mc_figure(summaries: dict[str, pd.DataFrame], beta: float | dict | None = None, labels=None):
     """Bias with a 95% Monte Carlo interval (left) and coverage of the 95% CIs (right).
 
-    ``summaries`` maps a scenario label to a :func:`summarise` table. Returns the Figure.
+    ``summaries`` maps a scenario label to a :func:`summarise` table. The figure is 8.5 in wide, in
+    the book style (:func:`analysis.plots.subplots`). Returns the Figure.
     """
-    import matplotlib.pyplot as plt
+    from analysis import plots
 
     labels = labels or ESTIMATORS
     first = next(iter(summaries.values()))
     names = list(first.index)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.5, 0.55 * len(names) + 1.8), sharey=True,
+    fig, (ax1, ax2) = plots.subplots(1, 2, figsize=(8.5, 0.55 * len(names) + 1.8), sharey=True,
                                    gridspec_kw={"width_ratios": [1.6, 1]})
     ypos = np.arange(len(names))[::-1].astype(float)
     k = len(summaries)
@@ -797,7 +798,7 @@ def mc_figure(summaries: dict[str, pd.DataFrame], beta: float | dict | None = No
     ax2.set_xlabel("Coverage of 95% intervals")
     ax2.set_xlim(-0.02, 1.02)
     if k > 1:
-        ax1.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.8, -0.18), ncol=min(k, 3), fontsize=8)
+        ax1.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.8, -0.18), ncol=min(k, 3), fontsize=9)
     fig.tight_layout()
     return fig
 

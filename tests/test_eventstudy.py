@@ -376,3 +376,36 @@ def test_segment_fit_is_remembered_by_content():
     assert q.loc[("share_employed", "all"), "estimate"] == float(ref.params["density_sd"])
     with pytest.raises(EventStudyError, match="not in the data"):
         segment_fit(d, "nope", "density_sd")
+
+
+# ----------------------------------------------------------------------------------------
+# Figures (issue 15: at most 10 in wide, panels wrapped into rows)
+# ----------------------------------------------------------------------------------------
+
+
+def test_event_time_panels_wrap_into_two_columns():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis import plots
+    from analysis.eventstudy import event_time_panels, event_time_plot
+
+    d = synthetic_staggered(effect=dynamic_effect)
+    r = event_study(d, "y", cohort="cohort", unit="unit", time="year", estimator="did2s")
+    # three panels asked for in three columns: a 2 x 2 grid, 10 in wide, the last cell hidden
+    fig = event_time_panels({f"panel {k}": {"Two-stage DiD": r} for k in range(3)}, ncols=3)
+    assert tuple(fig.get_size_inches()) == (plots.MAX_WIDTH_IN, 2 * 3.6)
+    assert len(fig.axes) == 4 and [a.get_visible() for a in fig.axes] == [True, True, True, False]
+    plt.close(fig)
+    # two panels side by side, one panel alone in a 5 in column
+    for n, width in ((2, 10.0), (1, 5.0)):
+        fig = event_time_panels({f"panel {k}": {"Two-stage DiD": r} for k in range(n)})
+        assert tuple(fig.get_size_inches()) == (width, 3.6)
+        plt.close(fig)
+    ax = event_time_plot({"Two-stage DiD": r})
+    assert ax.figure.get_size_inches()[0] <= plots.MAX_WIDTH_IN
+    plt.close(ax.figure)
+    with pytest.raises(EventStudyError, match="Nothing to plot"):
+        event_time_panels({})

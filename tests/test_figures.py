@@ -32,14 +32,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: until its figure functions follow the rule and the chapter is re-executed (strict, so the
 #: test fails as soon as it passes, and the entry must then be removed).
 PENDING = {
-    "02_measuring_community": "figure functions in analysis/describe.py pending: "
-                              "outcome_trends_figure is 1 x 4 panels, 11 in wide",
     "03_between_and_within": "figure functions in analysis/between_within.py pending: "
                              "binscatter_figure (2 x 4, 12.8 in) and coefficient_figure (1 x 4, 13.2 in)",
-    "06_year_by_year": "figure functions in analysis/eventstudy.py pending: "
-                       "event_time_panels is 5.2 in per column (2 columns 10.4 in, 3 columns 15.6 in)",
-    "07_for_whom": "figure functions in analysis/heterogeneity.py pending: "
-                   "effects_figure is 5.2 in per column (2 columns, 10.4 in)",
 }
 
 
@@ -151,14 +145,8 @@ MODULES = sorted((ROOT / "analysis").glob("*.py"))
 PENDING_MODULES = {
     "between_within.py": "figure functions in analysis/between_within.py pending: binscatter_figure and "
                          "coefficient_figure use fontsize 7/8 and tick labelsize 7",
-    "describe.py": "figure functions in analysis/describe.py pending: type_trends_figure, annual_density_figure "
-                   "and variance_shares_figure use fontsize=8",
-    "dynamic.py": "figure functions in analysis/dynamic.py pending: direction_plot legend fontsize=8",
-    "heterogeneity.py": "figure functions in analysis/heterogeneity.py pending: effects_figure uses fontsize "
-                        "8/8.5 and tick labelsize 8",
     "multiverse.py": "figure functions in analysis/multiverse.py pending: spec_curve_figure's "
                      "dashboard labels use fontsize=6",
-    "simulation.py": "figure functions in analysis/simulation.py pending: mc_figure legend fontsize=8",
 }
 
 
