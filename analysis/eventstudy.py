@@ -3,7 +3,8 @@ r"""Annual panel with a series break, event definitions and staggered event stud
 Three pieces, used by Chapter 6:
 
 * **The 2017 series break.** :func:`add_segments` marks each row's series segment (before or
-  after the County Business Patterns NAICS 2012 -> 2017 change) and builds a
+  after reference year 2017, from which County Business Patterns publishes a cell only with
+  three or more establishments; Chapter 2 tests this against the data) and builds a
   county-by-segment identifier, so that a fixed-effects model can give every county one
   level before and one after the break (``ModelSpec(entity="fips_segment", ...)``).
 * **Events.** :func:`define_events` finds, for every county, the first year in which its
