@@ -49,7 +49,6 @@ from analysis.estimation import (
     effect_sizes,
     fit,
     hausman,
-    mundlak_test,
 )
 from analysis.hypotheses import equivalence_bounds
 from analysis.tables import RegressionTable, regression_table
@@ -57,9 +56,12 @@ from analysis.tables import RegressionTable, regression_table
 __all__ = [
     "BETTER_SIGN",
     "COLUMN_LABELS",
+    "DENSITIES",
     "DENSITY",
     "OUTCOMES",
     "TABLE_COLUMNS",
+    "WITHIN_MODELS",
+    "DensityTable",
     "OutcomeTable",
     "attenuation",
     "balanced_sample",
@@ -67,15 +69,21 @@ __all__ = [
     "bench_twfe_fit",
     "binscatter_figure",
     "chapter3_specs",
-    "coefficients_frame",
     "coefficient_figure",
+    "coefficients_frame",
+    "denominator_table",
     "equivalence_verdict",
     "error_share_from_changes",
     "error_share_to_reach_bound",
     "fit_chapter3",
+    "fit_density_tables",
     "fit_outcome_table",
+    "h2_inference",
     "magnitudes",
+    "main_table",
     "measurement_error_check",
+    "policy_table",
+    "ratio_specs",
     "tests_frame",
     "tost_pvalue",
 ]
@@ -212,7 +220,7 @@ def fit_outcome_table(df: pd.DataFrame, outcome: str, regressor: str = DENSITY) 
     specs = chapter3_specs(outcome, regressor)
     results = {k: fit(s, sample) for k, s in specs.items()}
     h = hausman(results["twfe_classical"], results["re_classical"], terms=[regressor])
-    m = mundlak_test(specs["twfe"], sample, cov="cluster-unit")
+    m = _mundlak_from_cre(results["cre"])  # the CRE model of the grid is the Mundlak test's model
     return OutcomeTable(
         outcome=outcome,
         regressor=regressor,
@@ -221,6 +229,28 @@ def fit_outcome_table(df: pd.DataFrame, outcome: str, regressor: str = DENSITY) 
         mundlak=m,
         sample=sample,
         dropped_units=tuple(dropped),
+    )
+
+
+def _mundlak_from_cre(result: PanelResult) -> TestResult:
+    """:func:`analysis.estimation.mundlak_test` of the TWFE specification, from the grid's ``cre``
+    fit instead of a second fit of the same model (``mundlak_test(specs["twfe"], sample,
+    cov="cluster-unit")`` fits exactly ``specs["cre"]``; ``tests/test_between_within.py``
+    checks that the two agree)."""
+    terms = tuple(result.terms("unit mean"))
+    if not terms:
+        raise SpecificationError("No regressor varies within units, so there are no unit means to test.")
+    g = result.params[list(terms)].to_numpy()
+    V = result.cov.loc[list(terms), list(terms)].to_numpy()
+    stat = float(g @ np.linalg.solve(V, g))
+    return TestResult(
+        name="Mundlak (CRE) test",
+        statistic=stat,
+        df=len(terms),
+        pvalue=float(stats.chi2.sf(stat, len(terms))),
+        terms=terms,
+        cov_type=result.cov_type,
+        result=result,
     )
 
 
@@ -573,3 +603,265 @@ def bench_twfe_fit(df: pd.DataFrame, repeats: int = 5, outcome: str = "unemploym
         fit(spec, df)
         times.append(time.perf_counter() - t)
     return float(np.median(times))
+
+
+# --------------------------------------------------------------------------------------
+# Separating the count from the population (issue 12): ratio-free models, controls,
+# weights, state-by-year effects, and the estimates in policy units (addition A1)
+# --------------------------------------------------------------------------------------
+
+#: The density measures of the main table and the ratio-free count of each, log(1 + count)
+#: (:data:`analysis.multiverse.RATIO_FREE`): all associations, and community organisations
+#: (the six classes without commercial recreation).
+DENSITIES: dict[str, str] = {"assn_per_1k": "log_count_assn", "community_per_1k": "log_count_community"}
+#: The within-county models of the main table, in order, with their headers.
+WITHIN_MODELS: dict[str, str] = {
+    "twfe": "TWFE",
+    "twfe_logpop": "TWFE + log pop.",
+    "ratio_free": "Ratio-free",
+    "twfe_weighted": "TWFE, pop.-weighted",
+    "twfe_state_year": "County + state-by-year",
+    "fd": "First differences",
+}
+_REUSED = ("pooled", "twfe", "fd")  # fitted by fit_outcome_table for the chapter's density
+#: Models whose full linearmodels results the tables read (the ratio-free model's second
+#: coefficient and covariance); the others need only their first coefficient.
+_FULL_FIT = ("ratio_free",)
+
+
+def ratio_specs(outcome: str, density: str = DENSITY) -> dict[str, ModelSpec]:
+    r"""The models that separate a density's count from its population, for ``outcome``.
+
+    Keys: ``pooled`` (the cross-county gradient, as :func:`chapter3_specs`), ``twfe`` (the
+    baseline), ``twfe_logpop`` (TWFE with ``log_population`` as a control), ``ratio_free``
+    (TWFE of the outcome on :math:`\log(1+c_{it})` and :math:`\log P_{it}` entered separately,
+    Kronmal 1993: the count's coefficient holds the population fixed), ``twfe_weighted``
+    (TWFE weighted by the county's mean population over the waves,
+    :func:`analysis.multiverse.county_mean_population`), ``twfe_state_year`` (county and
+    state-by-year effects) and ``fd`` (first differences with year effects). All clustered by
+    county. The data need the derived columns of :func:`analysis.multiverse.add_derived_columns`.
+    """
+    from analysis.multiverse import WEIGHT_COLUMN
+
+    if density not in DENSITIES:
+        raise SpecificationError(f"No ratio-free count for density {density!r}; known: {list(DENSITIES)}.")
+    grid = chapter3_specs(outcome, density)
+    twfe = grid["twfe"]
+    return {
+        "pooled": grid["pooled"],
+        "twfe": twfe,
+        "twfe_logpop": twfe.replace(controls=("log_population",)),
+        "ratio_free": twfe.replace(regressors=(DENSITIES[density],), controls=("log_population",)),
+        "twfe_weighted": twfe.replace(weights=WEIGHT_COLUMN),
+        "twfe_state_year": twfe.replace(effects="state-by-year"),
+        "fd": grid["fd"],
+    }
+
+
+@dataclass(frozen=True)
+class DensityTable:
+    """The models of :func:`ratio_specs` for one outcome and density, on the balanced sample of
+    the outcome and density (the sample of :func:`fit_outcome_table` for the chapter's density).
+
+    ``mean_density``: mean of the density on the sample (per 1,000 residents); it converts the
+    ratio-free count's coefficient to a dose per organisation per 1,000 residents.
+    ``ref_population``: median population of the sample's counties in its last wave (2014),
+    the county of "ten more organisations".
+    """
+
+    outcome: str
+    density: str
+    results: dict[str, PanelResult] = field(repr=False)  # or analysis.multiverse.FastFit (first coefficient)
+    sample: pd.DataFrame = field(repr=False)
+    mean_density: float
+    ref_population: float
+
+    @property
+    def count(self) -> str:
+        return DENSITIES[self.density]
+
+    def term(self, key: str) -> str:
+        """The regressor of interest of model ``key``."""
+        return self.count if key == "ratio_free" else self.density
+
+    def slope_per_1k(self, key: str) -> tuple[float, float]:
+        r"""The coefficient of model ``key`` and its standard error per added organisation per
+        1,000 residents. For ``ratio_free`` the coefficient per log point of the count is divided
+        by the sample's mean density: at fixed population one more organisation per 1,000 raises
+        :math:`\log(1+c)` by about :math:`1/\text{density}`, evaluated at the mean."""
+        r, x = self.results[key], self.term(key)
+        scale = 1.0 / self.mean_density if key == "ratio_free" else 1.0
+        return float(r.params[x]) * scale, float(r.std_errors[x]) * scale
+
+
+def fit_density_tables(
+    df: pd.DataFrame,
+    outcomes: Iterable[str] = OUTCOMES,
+    densities: Iterable[str] = tuple(DENSITIES),
+    reuse: Mapping[str, OutcomeTable] | None = None,
+) -> dict[tuple[str, str], DensityTable]:
+    """:func:`ratio_specs` for each outcome and density, keyed ``(outcome, density)``.
+
+    ``df`` is the wave panel; the derived columns are added here
+    (:func:`analysis.multiverse.add_derived_columns`). ``reuse``: tables of
+    :func:`fit_chapter3` whose ``pooled``, ``twfe`` and ``fd`` fits (same specification, same
+    sample) are taken instead of refitted. The ratio-free model, whose second coefficient (log
+    population) and covariance the chapter reads, is fitted by :func:`analysis.estimation.fit`
+    (linearmodels); the models of which only the density's coefficient is read, by
+    :func:`analysis.multiverse.fit_fast`, which gives the same numbers (tested to 1e-9,
+    weighted and with state-by-year effects) in a small fraction of the time: a state-by-year
+    fit through linearmodels takes seconds, with its 150 dummies.
+    """
+    from analysis.multiverse import add_derived_columns, fit_fast
+
+    df = add_derived_columns(df)
+    out = {}
+    for y in outcomes:
+        for d in densities:
+            sample, _ = balanced_sample(df, y, d)
+            specs = ratio_specs(y, d)
+            done = reuse.get(y) if reuse is not None else None
+            results = {}
+            for k, s in specs.items():
+                if done is not None and done.regressor == d and k in _REUSED and done.results[k].spec == s:
+                    results[k] = done.results[k]
+                elif k in _FULL_FIT:
+                    results[k] = fit(s, sample)
+                else:
+                    results[k] = fit_fast(s, sample)
+            last = sample[sample["year"] == sample["year"].max()]
+            out[(y, d)] = DensityTable(
+                outcome=y, density=d, results=results, sample=sample,
+                mean_density=float(sample[d].mean()),
+                ref_population=float(last["population"].astype(float).median()),
+            )
+    return out
+
+
+def main_table(dtables: Mapping[tuple[str, str], DensityTable], what: str = "coef") -> pd.DataFrame:
+    """Coefficients (``what="coef"``), standard errors (``"se"``) or p-values (``"p"``), one row
+    per outcome and density. Columns: the pooled gradient, each within model of
+    :data:`WITHIN_MODELS` on its regressor of interest (the ratio-free model on the log count, per
+    log point), and the log population coefficient of the ratio-free model (``ratio_free_logpop``)."""
+    get = {"coef": "params", "se": "std_errors", "p": "pvalues"}
+    if what not in get:
+        raise ValueError(f"what must be one of {list(get)}, not {what!r}")
+    rows = []
+    for (y, d), t in dtables.items():
+        row = {"outcome": y, "density": d}
+        for k in ("pooled", *WITHIN_MODELS):
+            row[k] = float(getattr(t.results[k], get[what])[t.term(k)])
+        row["ratio_free_logpop"] = float(getattr(t.results["ratio_free"], get[what])["log_population"])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["outcome", "density"])
+
+
+def policy_table(dtables: Mapping[tuple[str, str], DensityTable], relevant_share: float | None = None,
+                 level: float = 0.90) -> pd.DataFrame:
+    """Every within-county estimate of the main table in policy units (addition A1 of Chapter 1).
+
+    One row per outcome, density and model (:data:`WITHIN_MODELS`), all per added organisation
+    per 1,000 residents (:meth:`DensityTable.slope_per_1k`): ``estimate``, ``se``, ``lo90`` and
+    ``hi90`` (the ``level`` interval with normal critical values, as
+    :func:`analysis.policy.ruled_out_beyond`), ``edge`` (the interval's end in the thesis's
+    direction: every effect beyond it is ruled out), ``edge_per_ten`` (the same for ten more
+    organisations in the median county of 2014, :attr:`DensityTable.ref_population`),
+    ``edge_share`` (as a share of the pooled gradient of the same outcome and density),
+    ``mde`` (80% power, 5% two-sided), ``mde_per_ten``, ``mde_share`` and ``reading``
+    (:func:`analysis.policy.policy_units`: "ruled out" when the interval excludes every effect of
+    at least ``relevant_share`` of the gradient in the thesis's direction, else "not
+    identified"). Where the pooled gradient has the sign opposite to the thesis (income), no
+    effect of policy interest is defined as a share of it: shares are NaN and ``reading`` says
+    "gradient of the wrong sign". ``relevant_share`` defaults to A1's
+    (:func:`analysis.hypotheses.policy_share_of_gradient`).
+    """
+    from analysis.hypotheses import policy_share_of_gradient
+    from analysis.policy import policy_units
+
+    share = policy_share_of_gradient() if relevant_share is None else relevant_share
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    rows = []
+    for (y, d), t in dtables.items():
+        sign = BETTER_SIGN[y]
+        grad = float(t.results["pooled"].params[d])
+        aligned = np.sign(grad) == sign
+        for k in WITHIN_MODELS:
+            b, se = t.slope_per_1k(k)
+            u = policy_units(b, se, thesis_sign=sign, pooled_gradient=grad, population=t.ref_population,
+                             relevant_share=share, level=level)
+            rows.append({
+                "outcome": y, "density": d, "model": k, "estimate": b, "se": se,
+                "lo90": b - z * se, "hi90": b + z * se,
+                "edge": u.ruled_out_beyond, "edge_per_ten": u.ruled_out_per_ten,
+                "edge_share": u.ruled_out_share_of_gradient if aligned else np.nan,
+                "mde": u.mde, "mde_per_ten": u.mde_per_ten,
+                "mde_share": u.mde_share_of_gradient if aligned else np.nan,
+                "pooled_gradient": grad, "ref_population": t.ref_population,
+                "reading": u.reading if aligned else "gradient of the wrong sign",
+            })
+    return pd.DataFrame(rows).set_index(["outcome", "density", "model"])
+
+
+def denominator_table(dtables: Mapping[tuple[str, str], DensityTable]) -> pd.DataFrame:
+    r"""How much of the TWFE density association is the count and how much the population.
+
+    Density is :math:`1000\,c/P`, so a density slope :math:`\beta` implies, at the mean density
+    :math:`\bar d`, a slope of :math:`\beta\bar d` per log point of the count at fixed population
+    (``implied_count``) and of :math:`-\beta\bar d` per log point of population at a fixed count
+    (``implied_pop``). The ratio-free model estimates the two separately: ``count_b`` (p-value
+    ``count_p``) and ``pop_b`` (``pop_p``). ``count_share`` is ``count_b / implied_count``: the
+    share of the density association that the count carries (1: all of it; 0 or below: none, the
+    association is the denominator's). ``logpop_b`` is the density slope with log population as a
+    control and ``logpop_share`` its ratio to the baseline. ``kronmal_p`` is the Wald test of
+    :math:`\gamma_c + \gamma_P = 0`, the restriction under which the outcome depends on count and
+    population only through their ratio (in logs; Kronmal 1993).
+    """
+    rows = []
+    for (y, d), t in dtables.items():
+        base = t.results["twfe"]
+        rf = t.results["ratio_free"]
+        b = float(base.params[d])
+        c, p = t.count, "log_population"
+        diff = float(rf.params[c] + rf.params[p])
+        var = float(rf.cov.loc[c, c] + rf.cov.loc[p, p] + 2 * rf.cov.loc[c, p])
+        rows.append({
+            "outcome": y, "density": d, "density_b": b, "mean_density": t.mean_density,
+            "implied_count": b * t.mean_density, "count_b": float(rf.params[c]), "count_se": float(rf.std_errors[c]),
+            "count_p": float(rf.pvalues[c]),
+            "implied_pop": -b * t.mean_density, "pop_b": float(rf.params[p]), "pop_p": float(rf.pvalues[p]),
+            "count_share": float(rf.params[c]) / (b * t.mean_density),
+            "logpop_b": float(t.results["twfe_logpop"].params[d]),
+            "logpop_p": float(t.results["twfe_logpop"].pvalues[d]),
+            "logpop_share": float(t.results["twfe_logpop"].params[d]) / b,
+            "kronmal_p": float(stats.chi2.sf(diff**2 / var, 1)),
+        })
+    return pd.DataFrame(rows).set_index(["outcome", "density"])
+
+
+def h2_inference(tables: Mapping[str, OutcomeTable], bootstrap: Iterable[str] = ("unemployment_rate", "poverty_rate"),
+                 B: int = 9999, seed: int = 20261127) -> pd.DataFrame:
+    """How the significance of the TWFE estimates depends on the inference, by outcome.
+
+    ``p_county`` (clustered by county, the pre-declared test of H2), ``p_state`` (clustered by
+    state, the ``twfe_state`` fit), ``p_wild`` (restricted wild cluster bootstrap by state,
+    Rademacher, ``B`` draws, :func:`analysis.sensitivity.wild_cluster_bootstrap`; only for the
+    outcomes in ``bootstrap``, NaN for the others) and ``p_holm`` (Holm's adjustment of
+    ``p_county`` over the outcomes of ``tables``, the family of the pre-declared test,
+    :func:`analysis.heterogeneity.holm`).
+    """
+    from analysis.heterogeneity import holm
+    from analysis.sensitivity import wild_cluster_bootstrap
+
+    ys = list(tables)
+    p_county = np.array([float(tables[y].results["twfe"].pvalues[tables[y].regressor]) for y in ys])
+    boot = set(bootstrap)
+    rows = []
+    for y, ph in zip(ys, holm(p_county)):
+        t = tables[y]
+        wild = (wild_cluster_bootstrap(t.results["twfe"].spec, t.sample, B=B, seed=seed)["p"] if y in boot
+                else np.nan)
+        rows.append({"outcome": y, "estimate": t.coef("twfe"),
+                     "p_county": float(t.results["twfe"].pvalues[t.regressor]),
+                     "p_state": float(t.results["twfe_state"].pvalues[t.regressor]),
+                     "p_wild": float(wild), "p_holm": float(ph)})
+    return pd.DataFrame(rows).set_index("outcome")

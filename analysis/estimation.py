@@ -97,6 +97,21 @@ estimated coefficients (constant, dummies, regressors) plus, where counted, the
     correlation, but its asymptotics are in :math:`T`: with a handful of waves it is not
     credible.
 
+Weights (``ModelSpec.weights``)
+-------------------------------
+``None`` (the default): ordinary least squares. A column name: weighted least squares with
+that column as analytic weights :math:`w_{it} > 0` (linearmodels ``weights=``, pyfixest
+``feols(weights=...)``): each estimator minimises :math:`\sum w_{it}\tilde u_{it}^2`, the
+within transformation subtracts *weighted* unit means, and every covariance is the sandwich of
+the :math:`\sqrt{w}`-scaled data (so a clustered score is :math:`\sum_{it\in g} w_{it}\tilde
+x_{it}e_{it}`); :math:`n` and :math:`K` still count rows, as fixest does. Available for
+``pooled``, ``fe``, ``twfe`` and ``fd`` (with ``fd`` the difference between :math:`t-1` and
+:math:`t` gets the weight :math:`1/(1/w_{t-1}+1/w_t)`, linearmodels' rule, which is
+proportional to :math:`w_i` when the weight is constant within a unit). A missing weight drops
+the row; a zero, negative or infinite one is an error. The book weights counties by their mean
+population over the waves (time-invariant, see :mod:`analysis.multiverse`); weights that move
+within a county would move with the denominator of density.
+
 Small-sample corrections and inference
 --------------------------------------
 Every covariance is ``debiased`` (:math:`n/(n-K)`); clustered ones also get
@@ -221,6 +236,8 @@ ALLOWED_COV: dict[str, tuple[str, ...]] = {
 # Clustered by unit wherever a unit has several rows; the between regression has one row per unit.
 DEFAULT_COV: dict[str, str] = {e: ("robust" if e == "between" else "cluster-unit") for e in ESTIMATORS}
 _UNIT_EFFECT_ESTIMATORS = ("fe", "twfe")
+# Weighted least squares is reference-checked against pyfixest for these (tests/test_crosslibrary_pyfixest.py).
+_WEIGHTED_ESTIMATORS = ("pooled", "fe", "twfe", "fd")
 _CONSTANT = "const"
 
 
@@ -273,6 +290,9 @@ class ModelSpec:
         estimator's default (``DEFAULT_COV``: ``"cluster-unit"``, ``"robust"`` for between).
     kernel, bandwidth : Driscoll-Kraay kernel (``KERNELS``) and bandwidth in periods
         (``None``: :math:`\\lfloor 4(T/100)^{2/9}\\rfloor`); used only by that covariance.
+    weights : ``None`` (OLS) or a column of positive analytic weights (weighted least
+        squares; ``pooled``, ``fe``, ``twfe`` and ``fd`` only; see "Weights" in the module
+        docstring).
     entity, time, state : the unit, period and state columns (a state column is needed
         only by ``effects="state-by-year"`` and ``cov="cluster-state"``).
 
@@ -290,6 +310,7 @@ class ModelSpec:
     entity: str = "fips"
     time: str = "year"
     state: str = "state_fips"
+    weights: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "regressors", _as_names(self.regressors, "regressors"))
@@ -312,6 +333,14 @@ class ModelSpec:
                 f"allowed: {', '.join(map(repr, ALLOWED_COV[self.estimator]))}."
             )
         _check_option(self.kernel, KERNELS, "kernel")
+        if self.weights is not None:
+            if not isinstance(self.weights, str):
+                raise SpecificationError(f"weights must be a column name (str) or None, not {self.weights!r}.")
+            if self.estimator not in _WEIGHTED_ESTIMATORS:
+                raise SpecificationError(
+                    f"weights are not available with estimator={self.estimator!r}; allowed with "
+                    f"{', '.join(map(repr, _WEIGHTED_ESTIMATORS))}."
+                )
         bw = self.bandwidth
         if bw is not None and not (isinstance(bw, (int, float)) and not isinstance(bw, bool) and 0 <= bw < np.inf):
             raise SpecificationError(f"bandwidth must be a non-negative number or None, not {self.bandwidth!r}.")
@@ -326,6 +355,8 @@ class ModelSpec:
                 f"{', '.join(map(repr, dup))} appear(s) more than once among outcome, regressors and controls."
             )
         ids = {self.entity, self.time} | ({self.state} if self._needs_state else set())
+        if self.weights is not None and self.weights in ids:
+            raise SpecificationError(f"weights {self.weights!r} is an index column (entity/time/state).")
         clash = ids.intersection(names)
         if clash:
             raise SpecificationError(
@@ -374,6 +405,7 @@ class _Design:
     sample: pd.DataFrame  # estimation sample in levels, sorted by (entity, time)
     n_dropped: int
     clusters: pd.DataFrame | None = None
+    weights: pd.Series | None = None
 
 
 def _frame_with_ids(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
@@ -437,6 +469,11 @@ def validate(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
             raise SpecificationError(
                 f"{role} {name!r} is not numeric (dtype {s.dtype}); encode it as numbers or dummies first."
             )
+    if spec.weights is not None:
+        if spec.weights not in cols:
+            raise _unknown_variable(spec.weights, "weights", cols)
+        if not pd.api.types.is_numeric_dtype(df[spec.weights]):
+            raise SpecificationError(f"weights {spec.weights!r} is not numeric (dtype {df[spec.weights].dtype}).")
     for name in (spec.entity, spec.time):
         n_missing = int(df[name].isna().sum())
         if n_missing:
@@ -454,15 +491,26 @@ def validate(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
     _check_finite(spec, df)
 
     model_vars = [spec.outcome, *spec.variables]
-    keep_cols = list(dict.fromkeys(keys + ([spec.state] if spec._needs_state else []) + model_vars))
+    weight_col = [spec.weights] if spec.weights is not None else []
+    keep_cols = list(dict.fromkeys(keys + ([spec.state] if spec._needs_state else []) + model_vars + weight_col))
     sample = df[keep_cols].copy()
-    for v in model_vars:
+    for v in model_vars + weight_col:
         sample[v] = sample[v].astype(float)
-    complete = sample[model_vars + ([spec.state] if spec._needs_state else [])].notna().all(axis=1)
+    complete = sample[model_vars + weight_col + ([spec.state] if spec._needs_state else [])].notna().all(axis=1)
     sample = sample.loc[complete].sort_values(keys).reset_index(drop=True)
     sample.attrs["n_dropped"] = int((~complete).sum())
     if sample.empty:
         raise SpecificationError("No row has all of the outcome, regressors and controls: the sample is empty.")
+    if spec.weights is not None:
+        w = sample[spec.weights].to_numpy()
+        bad = ~(np.isfinite(w) & (w > 0))
+        if bad.any():
+            rows = sample.loc[bad, keys].head(5)
+            ex = ", ".join(f"({e!r}, {t!r})" for e, t in rows.itertuples(index=False))
+            raise SpecificationError(
+                f"weights {spec.weights!r} has {int(bad.sum())} value(s) that are not positive and finite, e.g. at "
+                f"({spec.entity}, {spec.time}) = {ex}. Weights must be > 0; set a row's weight to NaN to drop it."
+            )
     if spec.estimator in ("fd",) and sample.groupby(spec.entity).size().max() < 2:
         raise SpecificationError("First differences need at least two periods for some unit; every unit has one.")
 
@@ -666,7 +714,10 @@ def _design(spec: ModelSpec, df: pd.DataFrame) -> _Design:
     clusters = None
     if spec.cov == "cluster-state":
         clusters = pd.DataFrame({"state": pd.factorize(sample[spec.state])[0]}, index=index)
-    return _Design(y=y, X=X, roles=roles, sample=sample, n_dropped=n_dropped, clusters=clusters)
+    weights = None
+    if spec.weights is not None:
+        weights = pd.Series(sample[spec.weights].to_numpy(), index=index, name=spec.weights)
+    return _Design(y=y, X=X, roles=roles, sample=sample, n_dropped=n_dropped, clusters=clusters, weights=weights)
 
 
 # --------------------------------------------------------------------------------------
@@ -753,6 +804,7 @@ class PanelResult:
                 "estimator": s.estimator,
                 "effects": s.effects,
                 "cov": s.cov,
+                "weights": s.weights or "none",
                 "nobs": self.nobs,
                 "n_units": self.n_units,
             }
@@ -816,19 +868,21 @@ def fit(spec: ModelSpec, df: pd.DataFrame) -> PanelResult:
 
     design = _design(spec, df)
     cov_kw, cov_desc, n_clusters = _cov_config(spec, design)
-    y, X = design.y, design.X
+    y, X, w = design.y, design.X, design.weights
+    if w is not None:
+        cov_desc += f", weighted by {spec.weights}"
     if spec.estimator in _UNIT_EFFECT_ESTIMATORS:
         # auto_df: the unit effects are left out of K when nested in the clusters
-        raw = PanelOLS(y, X, entity_effects=True).fit(debiased=True, auto_df=True, **cov_kw)
+        raw = PanelOLS(y, X, entity_effects=True, weights=w).fit(debiased=True, auto_df=True, **cov_kw)
     elif spec.estimator == "pooled":
-        raw = PooledOLS(y, X).fit(debiased=True, **cov_kw)
+        raw = PooledOLS(y, X, weights=w).fit(debiased=True, **cov_kw)
     elif spec.estimator in ("re", "cre"):
         # small_sample: Baltagi-Chang variance components if unbalanced (plm's "swar")
         raw = RandomEffects(y, X).fit(small_sample=True, debiased=True, **cov_kw)
     elif spec.estimator == "between":
         raw = BetweenOLS(y, X).fit(debiased=True, **cov_kw)
     else:  # fd
-        raw = FirstDifferenceOLS(y, X).fit(debiased=True, **cov_kw)
+        raw = FirstDifferenceOLS(y, X, weights=w).fit(debiased=True, **cov_kw)
 
     if n_clusters:
         df_inf = float(min(n_clusters) - 1)
@@ -1001,6 +1055,8 @@ def mundlak_test(spec: ModelSpec, df: pd.DataFrame, cov: str = "cluster-unit") -
     """
     if spec.effects == "state-by-year":
         raise SpecificationError("mundlak_test() does not support state-by-year effects.")
+    if spec.weights is not None:
+        raise SpecificationError("mundlak_test() does not support weights (random effects are unweighted here).")
     effects = "time" if spec.has_time_effects else "none"
     cre = ModelSpec(
         outcome=spec.outcome,

@@ -145,6 +145,11 @@ def test_tests_match_direct_calls(panel, table):
     assert table.hausman.df == h.df == 1
     assert table.mundlak.statistic == pytest.approx(m.statistic, rel=1e-10)
     assert table.mundlak.pvalue == pytest.approx(m.pvalue, rel=1e-8)
+    # the table takes the test from its own CRE fit, which is the model mundlak_test fits
+    assert m.result.spec == bw.chapter3_specs("unemployment_rate")["cre"]
+    assert (table.mundlak.name, table.mundlak.df, table.mundlak.terms, table.mundlak.cov_type) == (
+        m.name, m.df, m.terms, m.cov_type)
+    assert table.mundlak.result is table.results["cre"]
     # Mundlak by hand: the t statistic of mean(x) in the CRE fit, squared
     cre = table.results["cre"]
     assert table.mundlak.statistic == pytest.approx(float(cre.tstats["mean(assn_per_1k)"]) ** 2, rel=1e-10)
@@ -360,3 +365,147 @@ def test_coefficient_figure_rows_and_band(table):
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["Pooled OLS", "Between", "RE", "FE (county)", "TWFE", "CRE"]
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# Separating the count from the population (issue 12), policy units (addition A1), and the
+# inference checks of H2
+# ---------------------------------------------------------------------------------------
+
+COUNTS = ("n_religious", "n_civic", "n_business", "n_political", "n_professional", "n_labour", "n_bowling",
+          "n_fitness", "n_golf", "n_sports_clubs", "n_membership_sports", "n_membership_nec")
+
+
+def counts_panel(seed: int = 5) -> pd.DataFrame:
+    """SYNTHETIC county panel with establishment counts and a population that moves within counties.
+    The outcome depends on log population and not on the count, so a density (count / population)
+    has a spurious negative within-county slope that the ratio-free model must remove."""
+    rng = np.random.default_rng(seed)
+    d = synthetic_panel(n_units=300, seed=seed, missing=0)
+    n = len(d)
+    a = d.groupby("fips").cumcount().to_numpy()
+    log_pop = np.repeat(rng.normal(10, 1, 300), 4) + 0.08 * a + 0.05 * rng.normal(size=n)
+    d["population"] = np.exp(log_pop)
+    # counts scale with the county's typical population, not with the wave's: a within-county rise in
+    # population lowers density mechanically
+    lam = np.exp(pd.Series(log_pop).groupby(d["fips"].to_numpy()).transform("mean").to_numpy()) * 1.4 / 1000
+    lam = lam * np.exp(0.1 * rng.normal(size=n))
+    counts = rng.poisson(lam[:, None] / len(COUNTS), size=(n, len(COUNTS))).astype(float)
+    for j, c in enumerate(COUNTS):
+        d[c] = counts[:, j]
+    d.loc[d["year"] != 1997, ["n_membership_sports", "n_membership_nec"]] = np.nan
+    total = d[list(COUNTS)].fillna(0).sum(axis=1)
+    d["assn_per_1k"] = total / d["population"] * 1000
+    comm = d[["n_religious", "n_civic", "n_business", "n_professional", "n_labour", "n_political"]].sum(axis=1)
+    d["community_per_1k"] = comm / d["population"] * 1000
+    unit = pd.factorize(d["fips"])[0]
+    d["unemployment_rate"] = (5 + 2.0 * (log_pop - 10) + np.repeat(rng.normal(size=300), 4)[unit]
+                              + 0.3 * a + 0.3 * rng.normal(size=n))
+    d["poverty_rate"] = 12 - 0.8 * np.log1p(total) + 0.8 * (log_pop - 10) + np.repeat(rng.normal(size=300), 4)[unit] \
+        + 0.3 * rng.normal(size=n)
+    return d
+
+
+@pytest.fixture(scope="module")
+def dtables():
+    d = counts_panel()
+    tables = bw.fit_chapter3(d, outcomes=("unemployment_rate", "poverty_rate"))
+    return d, tables, bw.fit_density_tables(d, outcomes=("unemployment_rate", "poverty_rate"), reuse=tables)
+
+
+def test_ratio_specs_separate_count_and_population():
+    s = bw.ratio_specs("poverty_rate", "community_per_1k")
+    assert s["ratio_free"].regressors == ("log_count_community",)
+    assert s["ratio_free"].controls == ("log_population",)
+    assert s["twfe_logpop"].controls == ("log_population",) and s["twfe_logpop"].regressors == ("community_per_1k",)
+    assert s["twfe_weighted"].weights == "pop_weight"
+    assert s["twfe_state_year"].effects == "state-by-year"
+    assert all(v.cov == "cluster-unit" for v in s.values())
+    with pytest.raises(SpecificationError, match="No ratio-free count"):
+        bw.ratio_specs("poverty_rate", "civic_religious_per_10k")
+
+
+def test_density_tables_reuse_and_match_linearmodels(dtables):
+    _, tables, dt = dtables
+    t = dt[("unemployment_rate", "assn_per_1k")]
+    assert t.results["twfe"] is tables["unemployment_rate"].results["twfe"]  # reused, not refitted
+    sample = t.sample
+    for key, spec in bw.ratio_specs("unemployment_rate", "assn_per_1k").items():
+        ref = fit(spec, sample)  # linearmodels (weights checked against pyfixest elsewhere)
+        x = spec.regressors[0]
+        assert float(t.results[key].params[x]) == pytest.approx(float(ref.params[x]), rel=1e-9, abs=1e-12)
+        assert float(t.results[key].std_errors[x]) == pytest.approx(float(ref.std_errors[x]), rel=1e-9)
+        assert float(t.results[key].pvalues[x]) == pytest.approx(float(ref.pvalues[x]), rel=1e-6, abs=1e-12)
+    pop14 = sample.loc[sample["year"] == 2014, "population"].median()
+    assert t.ref_population == pytest.approx(pop14)
+    assert t.mean_density == pytest.approx(sample["assn_per_1k"].mean())
+
+
+def test_denominator_table_finds_the_spurious_ratio(dtables):
+    _, _, dt = dtables
+    den = bw.denominator_table(dt)
+    u = den.loc[("unemployment_rate", "assn_per_1k")]
+    # simulated: unemployment depends on population only, so the density slope is the denominator's
+    assert u["density_b"] < 0 and u["count_p"] > 0.05 and abs(u["count_b"]) < abs(u["implied_count"])
+    assert u["pop_b"] == pytest.approx(2.0, abs=0.3) and u["kronmal_p"] < 0.001
+    p = den.loc[("poverty_rate", "assn_per_1k")]
+    # poverty depends on the count (coefficient -0.8 per log point) and on population
+    assert p["count_b"] == pytest.approx(-0.8, abs=0.25) and p["count_p"] < 0.01
+    # the Wald test of count + population = 0, by hand from the ratio-free fit
+    rf = dt[("poverty_rate", "assn_per_1k")].results["ratio_free"]
+    c, q = "log_count_assn", "log_population"
+    diff = rf.params[c] + rf.params[q]
+    var = rf.cov.loc[c, c] + rf.cov.loc[q, q] + 2 * rf.cov.loc[c, q]
+    assert p["kronmal_p"] == pytest.approx(stats.chi2.sf(diff**2 / var, 1))
+    assert u["implied_count"] == pytest.approx(u["density_b"] * u["mean_density"])
+
+
+def test_policy_table_units_and_readings(dtables):
+    from analysis.policy import policy_units
+
+    _, _, dt = dtables
+    pol = bw.policy_table(dt, relevant_share=0.25)
+    assert set(pol.index.get_level_values("model")) == set(bw.WITHIN_MODELS)
+    t = dt[("poverty_rate", "assn_per_1k")]
+    row = pol.loc[("poverty_rate", "assn_per_1k", "twfe")]
+    b, se = float(t.results["twfe"].params["assn_per_1k"]), float(t.results["twfe"].std_errors["assn_per_1k"])
+    grad = float(t.results["pooled"].params["assn_per_1k"])
+    u = policy_units(b, se, thesis_sign=-1, pooled_gradient=grad, population=t.ref_population)
+    assert row["edge"] == pytest.approx(b - 1.6448536 * se) == pytest.approx(u.ruled_out_beyond)
+    assert row["lo90"] == pytest.approx(row["edge"]) and row["hi90"] == pytest.approx(b + 1.6448536 * se)
+    assert row["edge_per_ten"] == pytest.approx(row["edge"] * 10 * 1000 / t.ref_population)
+    assert row["edge_share"] == pytest.approx(row["edge"] / grad)
+    assert row["mde"] == pytest.approx(2.8015852 * se, rel=1e-6)
+    assert row["reading"] == ("ruled out" if row["edge_share"] < 0.25 else "not identified")
+    # the ratio-free count's slope per log point becomes a slope per organisation per 1,000 at the mean density
+    rf = pol.loc[("poverty_rate", "assn_per_1k", "ratio_free")]
+    assert rf["estimate"] == pytest.approx(float(t.results["ratio_free"].params["log_count_assn"]) / t.mean_density)
+    # a gradient of the wrong sign (denser places poorer) defines no effect of policy interest
+    import dataclasses
+
+    from analysis.multiverse import FastFit
+
+    wrong = FastFit(spec=None, params=pd.Series({"assn_per_1k": 0.5}), std_errors=pd.Series({"assn_per_1k": 0.1}),
+                    pvalues=pd.Series({"assn_per_1k": 0.0}), conf_int=pd.DataFrame(), nobs=0, n_units=0)
+    flipped = {("poverty_rate", "assn_per_1k"): dataclasses.replace(t, results={**t.results, "pooled": wrong})}
+    fp = bw.policy_table(flipped, relevant_share=0.25)
+    assert (fp["reading"] == "gradient of the wrong sign").all()
+    assert fp["edge_share"].isna().all() and fp["mde_share"].isna().all()
+    same = pol[(pol.index.get_level_values("outcome") == "poverty_rate")
+               & (pol.index.get_level_values("density") == "assn_per_1k")]
+    assert fp["edge"].tolist() == pytest.approx(same["edge"].tolist())
+
+
+def test_h2_inference_holm_and_bootstrap(dtables):
+    from analysis.heterogeneity import holm
+    from analysis.sensitivity import wild_cluster_bootstrap
+
+    _, tables, _ = dtables
+    h = bw.h2_inference(tables, bootstrap=("poverty_rate",), B=199, seed=3)
+    p = np.array([tables[y].results["twfe"].pvalues["assn_per_1k"] for y in tables])
+    np.testing.assert_allclose(h["p_holm"], holm(p))
+    assert np.isnan(h.loc["unemployment_rate", "p_wild"])
+    t = tables["poverty_rate"]
+    assert h.loc["poverty_rate", "p_wild"] == wild_cluster_bootstrap(t.results["twfe"].spec, t.sample, B=199,
+                                                                      seed=3)["p"]
+    assert h.loc["poverty_rate", "p_state"] == pytest.approx(float(t.results["twfe_state"].pvalues["assn_per_1k"]))

@@ -13,6 +13,11 @@ The last tests document the other two mappings, with both effects absorbed in
 linearmodels: counting all effects (``count_effects=True``) is ``k_fixef="full"``, and
 counting none (``auto_df=False, count_effects=False``) is ``k_fixef="none"``.
 
+Weighted least squares (``ModelSpec.weights``) is checked against ``pf.feols(weights=...)`` for
+pooled, unit and two-way effects, state-by-period effects and first differences (pyfixest's
+weighted OLS on the differences, with linearmodels' weight for a difference), with a weight
+that varies within units and with the unit mean of population, the book's choice.
+
 Data: the county panel (``analysis.panels.load("us_counties_waves")``) when it is
 available, and always the wage panel (Vella & Verbeek 1998) and a simulated unbalanced
 panel with states.
@@ -184,3 +189,86 @@ def test_absorbed_effects_ssc_mappings(count_effects, k_fixef):
     ours = fit(ModelSpec(**kw, estimator="twfe", cov="cluster-unit"), w)
     ratio = (res.std_errors[terms] / ours.std_errors[terms]).to_numpy()
     assert (ratio > 1.05).all() if count_effects else (abs(ratio - 1) < 0.01).all()
+
+
+# --------------------------------------------------------------------------------------
+# Weighted least squares (ModelSpec.weights): linearmodels against pyfixest feols(weights=...)
+# --------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _weighted(dataset: str):
+    """The dataset with two weights: one that varies within units and the unit mean of a
+    population-like series (time-invariant, the book's choice)."""
+    df, kw = DATASETS[dataset]()
+    entity = kw.get("entity", "fips")
+    rng = np.random.default_rng(7)
+    w = np.exp(rng.normal(scale=0.8, size=len(df)))
+    if "population" in df.columns:
+        w = df["population"].astype(float).to_numpy()
+    df = df.assign(w_row=w, w_unit=pd.Series(w, index=df.index).groupby(df[entity].to_numpy()).transform("mean"))
+    return df, kw
+
+
+@pytest.mark.parametrize("dataset", list(DATASETS))
+@pytest.mark.parametrize("weights", ["w_row", "w_unit"])
+@pytest.mark.parametrize("estimator, effects, fe", [
+    ("twfe", "unit+time", "{entity} + {time}"),
+    ("fe", "unit", "{entity}"),
+    ("pooled", "time", "{time}"),
+])
+def test_weighted_matches_pyfixest(dataset, weights, estimator, effects, fe):
+    df, kw = _weighted(dataset)
+    entity, time = kw.get("entity", "fips"), kw.get("time", "year")
+    ours = fit(ModelSpec(**kw, estimator=estimator, effects=effects, cov="cluster-unit", weights=weights), df)
+    theirs = pf.feols(_formula(kw, fe.format(entity=entity, time=time)), data=df, weights=weights,
+                      vcov={"CRV1": entity}, ssc=pf.ssc(**DEFAULT_SSC), fixef_rm="none",
+                      demeaner=pf.MapDemeaner(fixef_tol=1e-13))
+    _compare(ours, theirs, list(ours.spec.variables))
+    unweighted = fit(ModelSpec(**kw, estimator=estimator, effects=effects, cov="cluster-unit"), df)
+    assert not np.allclose(ours.params[list(ours.spec.variables)], unweighted.params[list(ours.spec.variables)])
+
+
+@pytest.mark.parametrize("dataset", ["simulated", "counties"])
+def test_weighted_state_by_year_matches_pyfixest(dataset):
+    """Weighted, with state-by-period effects: coefficients to 1e-8, standard errors up to the
+    documented count of the state-by-period effects (as unweighted, above)."""
+    df, kw = _weighted(dataset)
+    ours = fit(ModelSpec(**kw, estimator="twfe", effects="state-by-year", cov="cluster-unit", weights="w_unit"), df)
+    d = df.assign(state_year=df["state_fips"].astype(str) + "_" + df["year"].astype(str))
+    theirs = pf.feols(_formula(kw, "fips + state_year"), data=d, weights="w_unit", vcov={"CRV1": "fips"},
+                      ssc=pf.ssc(**DEFAULT_SSC), fixef_rm="none", demeaner=pf.MapDemeaner(fixef_tol=1e-13))
+    terms = list(ours.spec.variables)
+    np.testing.assert_allclose(ours.params[terms], theirs.coef()[terms], rtol=RTOL, atol=ATOL)
+    sample = d.dropna(subset=[kw["outcome"], *terms])
+    n, k, n_cells = ours.nobs, len(terms), sample["state_year"].nunique()
+    k_ours = 1 + (n_cells - sample["state_fips"].nunique()) + k
+    ratio = np.sqrt((n - (k + n_cells)) / (n - k_ours))
+    np.testing.assert_allclose(ours.std_errors[terms], theirs.se()[terms] * ratio, rtol=RTOL)
+
+
+@pytest.mark.parametrize("weights", ["w_row", "w_unit"])
+def test_weighted_first_differences_match_pyfixest_on_differences(weights):
+    """First differences with weights: the difference between t-1 and t gets the weight
+    1/(1/w_{t-1} + 1/w_t) (linearmodels' rule; for a weight constant within a unit, w/2, so
+    weighting differences by the unit's weight). pyfixest has no FD estimator, so its
+    weighted OLS is run on the differences, with period intercepts and no constant."""
+    df, kw = _weighted("simulated")
+    ours = fit(ModelSpec(**kw, estimator="fd", effects="time", cov="cluster-unit", weights=weights), df)
+    cols = [kw["outcome"], *kw["regressors"], *kw["controls"]]
+    d = df.dropna(subset=cols).sort_values(["fips", "year"]).reset_index(drop=True)
+    waves = np.sort(d["year"].unique())
+    pos = np.searchsorted(waves, d["year"].to_numpy())
+    ok = (d["fips"].to_numpy()[1:] == d["fips"].to_numpy()[:-1]) & (np.diff(pos) == 1)
+    diff = d[cols].diff().iloc[1:][ok].reset_index(drop=True)
+    w = d[weights].to_numpy()
+    diff["wd"] = (1 / (1 / w[1:] + 1 / w[:-1]))[ok]
+    diff["fips"] = d["fips"].to_numpy()[1:][ok]
+    diff["period"] = d["year"].to_numpy()[1:][ok].astype(str)
+    rhs = " + ".join((*kw["regressors"], *kw["controls"]))
+    theirs = pf.feols(f"{kw['outcome']} ~ {rhs} + C(period) - 1", data=diff, weights="wd", vcov={"CRV1": "fips"},
+                      ssc=pf.ssc(**DEFAULT_SSC))
+    terms = list(ours.spec.variables)
+    np.testing.assert_allclose(ours.params[terms], theirs.coef()[terms], rtol=RTOL, atol=ATOL)
+    # linearmodels counts the rows in levels' differences; pyfixest the same rows: same n and K
+    np.testing.assert_allclose(ours.std_errors[terms], theirs.se()[terms], rtol=RTOL)

@@ -381,6 +381,77 @@ def test_infinite_value_in_a_row_with_a_missing_value_is_still_an_error(panel, n
         validate(spec(), data)
 
 
+# --------------------------------------------------------------------------------------
+# Weights (weighted least squares); the reference against pyfixest is in
+# tests/test_crosslibrary_pyfixest.py
+# --------------------------------------------------------------------------------------
+
+
+def _wls_lsdv(panel: pd.DataFrame, w: np.ndarray):
+    parts = [panel[["x", "z"]], pd.get_dummies(panel["fips"], prefix="u", dtype=float),
+             pd.get_dummies(panel["year"], prefix="t", drop_first=True, dtype=float)]
+    return sm.WLS(panel["y"], pd.concat(parts, axis=1), weights=w)
+
+
+def test_weighted_twfe_matches_statsmodels_wls_with_dummies(panel):
+    data = panel.assign(w=np.exp(np.sin(np.arange(len(panel)))))
+    r = fit(spec(weights="w", cov="classical"), data)
+    ref = _wls_lsdv(data, data["w"].to_numpy()).fit()
+    np.testing.assert_allclose(r.params[["x", "z"]], ref.params[["x", "z"]], **TOL)
+    np.testing.assert_allclose(r.std_errors[["x", "z"]], ref.bse[["x", "z"]], **TOL)
+    # clustered by unit: the sandwich of the sqrt(w)-scaled data, units nested in clusters not in K
+    rc = fit(spec(weights="w"), data)
+    cl = pd.factorize(data["fips"])[0]
+    refc = _wls_lsdv(data, data["w"].to_numpy()).fit(cov_type="cluster", cov_kwds={"groups": cl})
+    n, G = len(data), data["fips"].nunique()
+    k_full, k_nested = refc.df_model + 1, refc.df_model + 1 - (G - 1)
+    # statsmodels counts every dummy in K; our (fixest) convention leaves out the nested unit effects
+    scale = np.sqrt((n - k_full) / (n - k_nested))
+    np.testing.assert_allclose(rc.std_errors[["x", "z"]], refc.bse[["x", "z"]] * scale, rtol=1e-8)
+    assert "weighted by w" in rc.cov_type
+    assert rc.to_frame()["weights"].eq("w").all()
+
+
+def test_constant_weights_change_nothing(panel):
+    a = fit(spec(), panel)
+    b = fit(spec(weights="w"), panel.assign(w=3.7))
+    np.testing.assert_allclose(a.params, b.params, **TOL)
+    np.testing.assert_allclose(a.std_errors, b.std_errors, **TOL)
+
+
+def test_missing_weight_drops_the_row(panel):
+    data = panel.assign(w=1.0 + (panel.index % 3))
+    data.loc[:4, "w"] = np.nan
+    r = fit(spec(weights="w"), data)
+    assert r.nobs == len(panel) - 5 and r.n_dropped == 5
+
+
+@pytest.mark.parametrize("bad, message", [
+    (0.0, "not positive and finite"), (-1.0, "not positive and finite"), (np.inf, "not positive and finite"),
+])
+def test_bad_weights_are_named(panel, no_fitting, bad, message):
+    data = panel.assign(w=1.0)
+    data.loc[[3, 8], "w"] = bad
+    with pytest.raises(SpecificationError, match=f"weights 'w' has 2 value.*{message}") as err:
+        fit(spec(weights="w"), data)
+    assert repr(str(data.loc[3, "fips"])) in str(err.value)
+
+
+def test_weights_options_are_checked(panel, no_fitting):
+    with pytest.raises(SpecificationError, match="weights are not available with estimator='re'"):
+        spec(estimator="re", weights="w")
+    with pytest.raises(SpecificationError, match="weights are not available with estimator='between'"):
+        spec(estimator="between", cov="robust", weights="w")
+    with pytest.raises(SpecificationError, match="index column"):
+        spec(weights="year")
+    with pytest.raises(SpecificationError, match=r"Unknown variable 'wt' \(weights\).*'w'"):
+        fit(spec(weights="wt"), panel.assign(w=1.0))
+    with pytest.raises(SpecificationError, match="not numeric"):
+        fit(spec(weights="w"), panel.assign(w="a"))
+    with pytest.raises(SpecificationError, match="does not support weights"):
+        mundlak_test(spec(weights="w"), panel.assign(w=1.0))
+
+
 def test_index_columns_may_be_in_the_index(panel):
     a = fit(spec(), panel)
     b = fit(spec(), panel.set_index(["fips", "year"]))

@@ -1,7 +1,8 @@
 """Tests of the multiverse engine (analysis/multiverse.py).
 
-Reference: every fast-path estimator is checked against analysis.estimation.fit (linearmodels)
-on a SYNTHETIC unbalanced county panel made here (not real data).
+Reference: every fast-path estimator, unweighted and population-weighted, is checked against
+analysis.estimation.fit (linearmodels; its weights are checked against pyfixest in
+tests/test_crosslibrary_pyfixest.py) on a SYNTHETIC unbalanced county panel made here (not real data).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pytest
 
 from analysis import multiverse as mv
 from analysis.estimation import ModelSpec, fit
+from analysis.panels import ALL_COUNTS
 
 WAVES = (1997, 2005, 2009, 2014)
 REF = {"pooled": ("pooled", "time"), "fe": ("fe", "unit"), "twfe": ("twfe", "unit+time"),
@@ -29,9 +31,12 @@ def synthetic_panel(n_states: int = 6, per_state: int = 12, seed: int = 0) -> pd
             pop0 = float(rng.choice([5_000, 20_000, 80_000]))
             for t, year in enumerate(WAVES):
                 dens = 1.4 + 0.3 * a + 0.1 * rng.normal()
+                pop = pop0 * (1 + 0.02 * t + 0.01 * rng.normal())
+                counts = rng.multinomial(round(dens * pop / 1000), np.full(len(ALL_COUNTS), 1 / len(ALL_COUNTS)))
                 rows.append({
                     "fips": fips, "year": year, "state_fips": f"{s + 1:02d}",
-                    "population": pop0 * (1 + 0.02 * t + 0.01 * rng.normal()),
+                    "population": pop,
+                    **dict(zip(ALL_COUNTS, counts.astype(float))),
                     "assn_per_1k": dens,
                     "civic_religious_per_10k": 10 + 3 * a + rng.normal(),
                     "turnout_pct": 55 + 5 * rng.normal(),
@@ -42,6 +47,8 @@ def synthetic_panel(n_states: int = 6, per_state: int = 12, seed: int = 0) -> pd
     df = pd.DataFrame(rows)
     df.loc[[5, 17, 50, 51], "unemployment_rate"] = np.nan  # gaps
     df.loc[[9, 100], "assn_per_1k"] = np.nan
+    df.loc[df["year"] != 1997, ["n_membership_sports", "n_membership_nec"]] = np.nan  # 1997-only classes
+    df.loc[100, list(ALL_COUNTS)] = np.nan  # a source gap: every count missing
     return df
 
 
@@ -52,30 +59,94 @@ def panel():
 
 def _spec(**kw):
     base = dict(outcome="unemployment_rate", density="assn_per_1k", estimator="twfe", controls="none",
-                sample="all", timing="same")
+                sample="all", timing="same", weights="none")
     return {**base, **kw}
 
 
-_SETUPS = [("all", "same", "civic+pop"), ("balanced", "lag1", "none"), ("no2009", "same", "civic"),
-           ("pop10k", "lag1", "civic")]
+_SETUPS = [("all", "same", "civic+pop", "none", "assn_per_1k"), ("balanced", "lag1", "none", "none", "assn_per_1k"),
+           ("no2009", "same", "civic", "population", "assn_per_1k"),
+           ("pop10k", "lag1", "civic", "population", "assn_per_1k"),
+           ("no1997", "same", "none", "population", "log_count_assn"),
+           ("all", "lag1", "civic", "none", "log_count_community"),
+           ("balanced", "same", "none", "population", "civic_religious_per_10k")]
 _CASES = [(e, *setup) for e in mv.ESTIMATORS for setup in _SETUPS
-          if not (e == "long-diff" and (setup[1] == "lag1" or setup[0] == "no2009"))]  # excluded by the grid
+          if not (e == "long-diff" and (setup[1] == "lag1" or setup[0] in ("no2009", "no1997")))]  # excluded
 
 
-@pytest.mark.parametrize("estimator,sample,timing,controls", _CASES)
-def test_fast_path_equals_linearmodels(panel, estimator, sample, timing, controls):
-    spec = _spec(estimator=estimator, sample=sample, timing=timing, controls=controls)
-    s = mv.prepare_sample(panel, spec)
-    got = mv.fit_spec(s, estimator)
+def _reference(s: pd.DataFrame, estimator: str):
     est, eff = REF[estimator]
-    ws = tuple(c for c in s.columns if c.startswith("w"))
-    ref = fit(ModelSpec(outcome="y", regressors=("x",), controls=ws, estimator=est, effects=eff,
-                        cov="cluster-unit"), s)
+    ws = tuple(c for c in s.columns if c[:1] == "w" and c[1:].isdigit())
+    weights = "weight" if "weight" in s.columns else None
+    return fit(ModelSpec(outcome="y", regressors=("x",), controls=ws, estimator=est, effects=eff,
+                         cov="cluster-unit", weights=weights), s)
+
+
+@pytest.mark.parametrize("estimator,sample,timing,controls,weights,density", _CASES)
+def test_fast_path_equals_linearmodels(panel, estimator, sample, timing, controls, weights, density):
+    spec = _spec(estimator=estimator, sample=sample, timing=timing, controls=controls, weights=weights,
+                 density=density)
+    s = mv.prepare_sample(panel, spec)
+    assert ("weight" in s.columns) == (weights == "population")
+    got = mv.fit_spec(s, estimator)
+    ref = _reference(s, estimator)
     assert got["estimate"] == pytest.approx(float(ref.params["x"]), rel=1e-9, abs=1e-12)
     assert got["se"] == pytest.approx(float(ref.std_errors["x"]), rel=1e-9)
     assert got["p"] == pytest.approx(float(ref.pvalues["x"]), rel=1e-6, abs=1e-12)
     assert got["ci_low"] == pytest.approx(float(ref.conf_int.loc["x", "lower"]), rel=1e-9)
     assert got["nobs"] == ref.nobs
+    # the run path (shared workspace) gives the same numbers as the one-off fit
+    row = mv.run_multiverse(panel, pd.DataFrame([spec]), n_jobs=1, cache_dir=None, progress=False).iloc[0]
+    assert row["estimate"] == pytest.approx(got["estimate"], rel=1e-10, abs=1e-13)
+    assert row["se"] == pytest.approx(got["se"], rel=1e-10)
+
+
+def test_ratio_free_density_forces_log_population(panel):
+    spec = _spec(density="log_count_assn", controls="civic")
+    assert mv.spec_controls(spec) == ("turnout_pct", "census_response_pct", "log_population")
+    assert mv.spec_controls(_spec(density="assn_per_1k", controls="civic")) == ("turnout_pct", "census_response_pct")
+    s = mv.prepare_sample(panel, spec)
+    assert list(s.columns[-3:]) == ["w0", "w1", "w2"]
+    # the density is log(1 + the sum of the counts); a missing count counts as zero, all missing is missing
+    counts = panel[list(ALL_COUNTS)]
+    want = np.log1p(counts.fillna(0).sum(axis=1).where(counts.notna().any(axis=1)))
+    d = mv.add_derived_columns(panel)
+    np.testing.assert_allclose(d["log_count_assn"], want)
+    assert np.isnan(d.loc[100, "log_count_assn"])
+    np.testing.assert_allclose(d["log_population"], np.log(panel["population"]))
+    row = d.set_index(["fips", "year"]).loc[(s["fips"].iloc[0], s["year"].iloc[0])]
+    assert s["x"].iloc[0] == row["log_count_assn"] and s["w2"].iloc[0] == row["log_population"]
+    # the fit equals linearmodels with log population entered as a control
+    ref = fit(ModelSpec(outcome="unemployment_rate", regressors=("log_count_assn",),
+                        controls=("turnout_pct", "census_response_pct", "log_population"), estimator="twfe"), d)
+    assert mv.fit_spec(s, "twfe")["estimate"] == pytest.approx(float(ref.params["log_count_assn"]), rel=1e-9)
+
+
+def test_ratio_free_exclusion_and_missing_counts(panel):
+    specs, dropped = mv.expand_grid({"outcome": ["poverty_rate"], "density": ["log_count_community", "assn_per_1k"],
+                                     "controls": list(mv.CONTROL_SETS)})
+    assert len(specs) == 5 and len(dropped) == 1
+    assert dropped.iloc[0][["density", "controls"]].tolist() == ["log_count_community", "civic+pop"]
+    assert "already holds log population fixed" in dropped.iloc[0]["reason"]
+    with pytest.raises(mv.MultiverseError, match="'log_count_assn'.*needs the count column 'n_golf'"):
+        mv.check_grid(panel.drop(columns="n_golf"), mv.expand_grid({**ONE, "density": ["log_count_assn"]})[0])
+
+
+def test_population_weight_is_the_county_mean(panel):
+    w = mv.county_mean_population(panel)
+    np.testing.assert_allclose(w, panel.groupby("fips")["population"].transform("mean"))
+    s = mv.prepare_sample(panel, _spec(weights="population", sample="no2009"))
+    # the county's mean over all waves of the panel, not over the sample's waves
+    assert (s.groupby("fips")["weight"].nunique() == 1).all()
+    np.testing.assert_allclose(s["weight"], s["fips"].map(panel.groupby("fips")["population"].mean()))
+    with pytest.raises(mv.MultiverseError, match="'weights' option 'population' needs a 'population' column"):
+        _run(panel.drop(columns="population"), {**ONE, "weights": ["population"]})
+
+
+def test_no1997_sample_drops_the_first_wave(panel):
+    s = mv.prepare_sample(panel, _spec(sample="no1997", timing="lag1"))
+    assert set(s["year"]) == {2009, 2014}
+    row = s.loc[(s["fips"] == "01002") & (s["year"] == 2009)].iloc[0]
+    assert row["x"] == panel.loc[(panel["fips"] == "01002") & (panel["year"] == 2005), "assn_per_1k"].iloc[0]
 
 
 def test_samples_and_lags(panel):
@@ -101,11 +172,14 @@ def test_samples_and_lags(panel):
 
 def test_expand_grid_counts_and_exclusions():
     specs, dropped = mv.expand_grid(mv.chapter8_grid())
-    assert len(specs) + len(dropped) == 4 * 5 * 6 * 3 * 4 * 2
-    assert len(specs) == 2580
-    assert set(dropped["estimator"]) == {"long-diff"}
+    assert len(specs) + len(dropped) == 4 * 8 * 6 * 3 * 5 * 2 * 2
+    assert len(specs) == 9328
+    assert set(dropped.loc[dropped["estimator"] != "long-diff", "controls"]) == {"civic+pop"}
     assert not ((specs["estimator"] == "long-diff") & (specs["timing"] == "lag1")).any()
-    assert not ((specs["estimator"] == "long-diff") & (specs["sample"] == "no2009")).any()
+    assert not ((specs["estimator"] == "long-diff") & specs["sample"].isin(["no2009", "no1997"])).any()
+    assert not (specs["density"].isin(list(mv.RATIO_FREE)) & (specs["controls"] == "civic+pop")).any()
+    # the first grid (before issue 12) is a subset with its 2,580 specifications
+    assert int(mv.in_first_grid(specs).sum()) == 2580
 
 
 @pytest.mark.parametrize("grid,needle", [
@@ -136,11 +210,12 @@ def test_bad_data_fails_before_any_fit(panel, monkeypatch):
 
 @pytest.fixture
 def no_fitting(monkeypatch):
-    """Make the fast path explode, so an error must come before anything is fitted."""
+    """Make the fast path explode, so an error must come before anything is fitted (every fit,
+    one-off or in a run, goes through _ols_cluster)."""
     def boom(*args, **kwargs):
         raise AssertionError("a specification was fitted before the grid was checked")
 
-    monkeypatch.setattr(mv, "_fit_arrays", boom)
+    monkeypatch.setattr(mv, "_ols_cluster", boom)
 
 
 def _run(df, grid):
@@ -167,7 +242,8 @@ def test_missing_keys_are_named(panel, no_fitting):
 
 
 @pytest.mark.parametrize("choice,bad,expected", [
-    ("sample", "everything", "'all', 'balanced', 'pop10k', 'no2009'"),
+    ("sample", "everything", "'all', 'balanced', 'pop10k', 'no2009', 'no1997'"),
+    ("weights", "populaton", "'none', 'population'.*Did you mean 'population'"),
     ("timing", "lag2", "'same', 'lag1'.*Did you mean 'lag1'"),
     ("estimator", "tw-fe", "Did you mean 'twfe'"),
     ("controls", "civc", "Did you mean 'civic'"),
@@ -187,6 +263,8 @@ def test_spec_table_without_a_choice_is_named(panel, no_fitting):
     specs, _ = mv.expand_grid(ONE)
     with pytest.raises(mv.MultiverseError, match="no column 'timing'"):
         _run(panel, specs.drop(columns="timing"))
+    with pytest.raises(mv.MultiverseError, match="no column 'weights'"):
+        _run(panel, specs.drop(columns="weights"))
     with pytest.raises(mv.MultiverseError, match="no column 'sample'.*Did you mean 'samples'"):
         _run(panel, specs.rename(columns={"sample": "samples"}))
 
@@ -261,7 +339,7 @@ GRID = {"outcome": ["unemployment_rate", "poverty_rate"], "density": ["assn_per_
 def test_table_parallel_and_cache(panel, tmp_path):
     serial = mv.run_multiverse(panel, GRID, n_jobs=1, cache_dir=None, progress=False)
     assert len(serial) == 2 * 2 * 4 * 2 * 2 - 2 * 2 * 2  # long-diff x lag1 dropped
-    assert list(serial.columns[:6]) == list(mv.CHOICES)
+    assert list(serial.columns[:7]) == list(mv.CHOICES)
     for c in ("estimate", "se", "ci_low", "ci_high", "p", "nobs", "aligned"):
         assert c in serial.columns
     row = serial.iloc[5]
@@ -321,9 +399,10 @@ def test_within_permutations_are_within_units():
     assert 0.2 < swaps < 0.8
 
 
+@pytest.mark.parametrize("weights", ["none", "population"])
 @pytest.mark.parametrize("estimator", list(mv.WITHIN_ESTIMATORS))
-def test_permuted_fits_row0_is_observed(panel, estimator):
-    spec = _spec(estimator=estimator, controls="civic", sample="all")
+def test_permuted_fits_row0_is_observed(panel, estimator, weights):
+    spec = _spec(estimator=estimator, controls="civic", sample="all", weights=weights)
     s = mv.prepare_sample(panel, spec)
     p = mv.permuted_fits(s, estimator, 20, seed=3)
     one = mv.fit_spec(s, estimator)
@@ -372,12 +451,54 @@ def test_permutation_test_runs_and_caches(panel, tmp_path):
     assert ((tests["p_value"] >= 1 / 20) & (tests["p_value"] <= 1)).all()
     null2, tests2 = mv.permutation_test(panel, specs, reps=20, n_jobs=1, cache_dir=tmp_path, progress=False)
     pd.testing.assert_frame_equal(tests, tests2)
+    # in parallel (each chunk its own workspace) the same null curves
+    null3, _ = mv.permutation_test(panel, specs, reps=20, n_jobs=2, cache_dir=None, progress=False)
+    pd.testing.assert_frame_equal(null, null3, check_exact=False, rtol=1e-10)
+
+
+def test_permutation_null_summary_is_curve_summary(panel):
+    """The vectorised summary of the null curves equals curve_summary of each permutation."""
+    specs, _ = mv.expand_grid({"outcome": ["unemployment_rate", "poverty_rate"], "density": ["assn_per_1k"],
+                               "estimator": ["twfe", "fd"], "weights": ["none", "population"]})
+    rng = np.random.default_rng(0)
+    long = pd.concat([specs.assign(rep=r, aligned=rng.normal(size=len(specs)),
+                                   significant_thesis=rng.random(len(specs)) < 0.3,
+                                   significant_against=rng.random(len(specs)) < 0.1) for r in range(5)])
+    got = mv._null_summary(long)
+    for r in range(5):
+        want = mv.curve_summary(long[long["rep"] == r], by=None).loc["(all)"]
+        pd.testing.assert_series_equal(got.loc[r].astype(float), want.astype(float), check_names=False)
 
 
 def test_straightforward_path_matches_fast_path(panel):
     """The baseline loop of make bench fits the same models as the fast path."""
     for estimator in mv.ESTIMATORS:
-        s = mv.prepare_sample(panel, _spec(estimator=estimator, controls="civic"))
+        s = mv.prepare_sample(panel, _spec(estimator=estimator, controls="civic", weights="population"))
         fast, slow = mv.fit_spec(s, estimator), mv.fit_spec_straightforward(s, estimator)
         assert slow["estimate"] == pytest.approx(fast["estimate"], rel=1e-9, abs=1e-12)
         assert slow["se"] == pytest.approx(fast["se"], rel=1e-9)
+
+
+@pytest.mark.parametrize("estimator,effects,weights", [
+    ("twfe", "unit+time", None), ("twfe", "state-by-year", None), ("twfe", "state-by-year", "w"),
+    ("fe", "unit", "w"), ("pooled", "time", "w"), ("fd", "time", None), ("fd", "time", "w"),
+])
+def test_fit_fast_equals_fit(panel, estimator, effects, weights):
+    """fit_fast: a ModelSpec through the fast path gives analysis.estimation.fit's first coefficient."""
+    data = panel.assign(w=mv.county_mean_population(panel))
+    spec = ModelSpec(outcome="poverty_rate", regressors=("assn_per_1k",), controls=("turnout_pct",),
+                     estimator=estimator, effects=effects, weights=weights)
+    got, ref = mv.fit_fast(spec, data), fit(spec, data)
+    for a, b in [(got.params, ref.params), (got.std_errors, ref.std_errors)]:
+        assert float(a["assn_per_1k"]) == pytest.approx(float(b["assn_per_1k"]), rel=1e-9, abs=1e-12)
+    assert float(got.pvalues["assn_per_1k"]) == pytest.approx(float(ref.pvalues["assn_per_1k"]), rel=1e-6)
+    assert got.nobs == ref.nobs
+
+
+def test_fit_fast_refuses_what_it_does_not_cover(panel):
+    from analysis.estimation import SpecificationError
+
+    with pytest.raises(SpecificationError, match="fit_fast"):
+        mv.fit_fast(ModelSpec(outcome="poverty_rate", regressors=("assn_per_1k",), cov="cluster-state"), panel)
+    with pytest.raises(SpecificationError, match="fit_fast"):
+        mv.fit_fast(ModelSpec(outcome="poverty_rate", regressors=("assn_per_1k",), estimator="re"), panel)
