@@ -86,7 +86,7 @@ def chapter_numbers(toc: Path = ROOT / "_toc.yml") -> dict[str, int]:
 
 
 #: A claim an evidence line makes about its numbers: ``"<key> <op> <number or key>"``.
-_CLAIM = re.compile(r"^\s*(\w+)\s*(<=|>=|==|!=|<|>)\s*([-+]?\d[\d.eE+-]*|\w+)\s*$")
+_CLAIM = re.compile(r"^\s*(\w+)\s*(<=|>=|==|!=|<|>)\s*([-+]?\d[\d.eE+-]*|-?[A-Za-z_]\w*)\s*$")
 _OPS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
         ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
 #: Words that state a significance or a direction: a line using one must say, in ``claims``, which
@@ -110,10 +110,12 @@ def check_claims(item: dict, book_dir: Path = BOOK_DIR) -> list[str]:
             failures.append(f"{item['chapter']}: unreadable claim {claim!r} (expected 'key op value')")
             continue
         key, op, rhs = m.groups()
-        if key not in values or (not rhs[0].isdigit() and rhs[0] not in "+-" and rhs not in values):
+        sign, name = (-1, rhs[1:]) if rhs.startswith("-") else (1, rhs)
+        is_key = not (name[0].isdigit() or name[0] in "+-.")
+        if key not in values or (is_key and name not in values):
             failures.append(f"{item['chapter']}: claim {claim!r} names a value the chapter did not glue")
             continue
-        right = values[rhs] if rhs in values else float(rhs)
+        right = sign * values[name] if is_key else float(rhs)
         if not isinstance(values[key], (int, float)) or not _OPS[op](values[key], right):
             failures.append(f"{item['chapter']}: claim {claim!r} is false ({key} = {values[key]!r})")
     return failures
@@ -154,7 +156,9 @@ def evidence_table(book_dir: Path = BOOK_DIR) -> pd.DataFrame:
 def readme_summary(book_dir: Path = BOOK_DIR) -> str:
     """The README's summary of findings, rendered from the same evidence as Chapter 13."""
     table = evidence_table(book_dir)
-    lines = [README_START, "", "What the book finds, hypothesis by hypothesis (Chapter 13 gives the evidence):", ""]
+    verdict_chapter = chapter_numbers()["13_verdict"]
+    lines = [README_START, "",
+             f"What the book finds, hypothesis by hypothesis (Chapter {verdict_chapter} gives the evidence):", ""]
     for hid, row in table.iterrows():
         lines.append(f"- **{hid} ({row['claim']}): {row['verdict']}.** Confidence: {row['confidence']}. "
                      f"Against: {row['evidence against']}. For: {row['evidence for']}.")

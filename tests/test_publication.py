@@ -559,9 +559,14 @@ def test_colab_cell_without_a_repository_says_so_and_does_nothing_else(monkeypat
 
 
 def test_ensure_colab_cell(tmp_path):
+    # the chapter as it was before the setup cell was added (the committed chapters have it)
+    bare = json.loads(CHAPTERS[0].read_text())
+    bare["cells"] = [c for c in bare["cells"] if "colab-setup" not in c.get("metadata", {}).get("tags", [])]
+    source = tmp_path / "bare.ipynb"
+    source.write_text(json.dumps(bare, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
     nb_path = tmp_path / CHAPTERS[0].name
-    nb_path.write_text(CHAPTERS[0].read_text())
-    n_cells = len(json.loads(nb_path.read_text())["cells"])
+    nb_path.write_text(source.read_text())
+    n_cells = len(bare["cells"])
     citation = tmp_path / "CITATION.cff"
     citation.write_text("cff-version: 1.2.0\ntitle: x\n")  # no repository-code: the cell says so
     assert student.repository_url_from_citation(citation) is None
@@ -576,11 +581,11 @@ def test_ensure_colab_cell(tmp_path):
     assert student.ensure_colab_cell(nb_path, branch="main", citation_path=citation)
     nb = nbformat.read(nb_path, as_version=4)
     assert len(nb.cells) == n_cells + 1 and URL in nb.cells[0].source and "git" in nb.cells[0].source
-    assert nb.cells[1:] == nbformat.read(CHAPTERS[0], as_version=4).cells
+    assert nb.cells[1:] == nbformat.read(source, as_version=4).cells
     # the file is written as nbformat writes it: the diff is the inserted cell alone
     import difflib
 
-    diff = [ln for ln in difflib.unified_diff(CHAPTERS[0].read_text().splitlines(), nb_path.read_text().splitlines(),
+    diff = [ln for ln in difflib.unified_diff(source.read_text().splitlines(), nb_path.read_text().splitlines(),
                                               lineterm="", n=0) if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))]
     assert all(ln.startswith("+") for ln in diff), diff[:5]
 
@@ -660,3 +665,10 @@ def test_a_resolved_reference_that_is_itself_a_link_is_not_flagged(tmp_path):
         '<span class="xref std std-ref">missing-label</span></body></html>')
     problems = site.check_xrefs(tmp_path)
     assert [p.detail for p in problems] == ["xref std std-ref: 'missing-label'"]
+
+
+def test_every_chapter_has_the_colab_setup_cell_first():
+    for path in CHAPTERS:
+        first = json.loads(path.read_text())["cells"][0]
+        assert "colab-setup" in first["metadata"].get("tags", []), path.name
+        assert "remove-cell" in first["metadata"]["tags"] and first["outputs"] == [], path.name
