@@ -49,6 +49,7 @@ from analysis.estimation import (
     effect_sizes,
     fit,
     hausman,
+    mundlak_from_cre,
 )
 from analysis.hypotheses import equivalence_bounds
 from analysis.tables import RegressionTable, regression_table
@@ -237,21 +238,7 @@ def _mundlak_from_cre(result: PanelResult) -> TestResult:
     fit instead of a second fit of the same model (``mundlak_test(specs["twfe"], sample,
     cov="cluster-unit")`` fits exactly ``specs["cre"]``; ``tests/test_between_within.py``
     checks that the two agree)."""
-    terms = tuple(result.terms("unit mean"))
-    if not terms:
-        raise SpecificationError("No regressor varies within units, so there are no unit means to test.")
-    g = result.params[list(terms)].to_numpy()
-    V = result.cov.loc[list(terms), list(terms)].to_numpy()
-    stat = float(g @ np.linalg.solve(V, g))
-    return TestResult(
-        name="Mundlak (CRE) test",
-        statistic=stat,
-        df=len(terms),
-        pvalue=float(stats.chi2.sf(stat, len(terms))),
-        terms=terms,
-        cov_type=result.cov_type,
-        result=result,
-    )
+    return mundlak_from_cre(result)
 
 
 def fit_chapter3(

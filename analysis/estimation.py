@@ -1071,7 +1071,12 @@ def mundlak_test(spec: ModelSpec, df: pd.DataFrame, cov: str = "cluster-unit") -
         time=spec.time,
         state=spec.state,
     )
-    result = fit(cre, df)
+    return mundlak_from_cre(fit(cre, df))
+
+
+def mundlak_from_cre(result: PanelResult) -> TestResult:
+    r"""The Mundlak test from a fitted ``cre`` model: :math:`W = \hat\gamma'\hat V_\gamma^{-1}\hat\gamma`
+    on its unit-mean coefficients (for a caller that has fitted the CRE model already)."""
     terms = tuple(result.terms("unit mean"))
     if not terms:
         raise SpecificationError("No regressor varies within units, so there are no unit means to test.")
