@@ -508,30 +508,28 @@ def binscatter_figure(
     bins: int = 20,
     xlabel: str = "Associations per 1,000",
 ):
-    """A 2 x k grid of binned scatters: top pooled, bottom net of county and year means.
+    """Binned scatters, one row per outcome: left pooled, right net of county and year means.
 
     Each panel uses the outcome's balanced sample (:func:`balanced_sample`); the slope in
-    the legend of a bottom panel is the TWFE coefficient (Frisch-Waugh-Lovell). The two
-    panels of a column share their axes, so that the narrower range of the within
-    variation and the flatter slope are seen at the same scale.
+    the legend of a right panel is the TWFE coefficient (Frisch-Waugh-Lovell). The two
+    panels of a row share their axes, so that the narrower range of the within
+    variation and the flatter slope are seen at the same scale (rows, not columns, so that
+    the figure fits the page width; see :mod:`analysis.plots`).
     """
-    import matplotlib.pyplot as plt
-
-    from analysis.plots import binned_scatter
+    from analysis.plots import binned_scatter, subplots
 
     outcomes = dict(outcomes or WAVE_OUTCOMES)
-    fig, axes = plt.subplots(
-        2, len(outcomes), figsize=(3.2 * len(outcomes), 6.2), squeeze=False, sharex="col", sharey="col"
-    )
-    for j, (y, label) in enumerate(outcomes.items()):
+    fig, axes = subplots(len(outcomes), 2, figsize=(8, 2.7 * len(outcomes)), squeeze=False,
+                         sharex="row", sharey="row")
+    for i, (y, label) in enumerate(outcomes.items()):
         sample, _ = balanced_sample(df, y, regressor)
-        for i, absorb in enumerate((None, "unit+time")):
+        for j, absorb in enumerate((None, "unit+time")):
             ax = binned_scatter(sample, regressor, y, bins=bins, absorb=absorb, ax=axes[i, j])
-            ax.set_xlabel(xlabel + ("" if absorb is None else ", net of county & year"), fontsize=8)
+            ax.set_xlabel(xlabel + ("" if absorb is None else ", net of county & year"))
             ax.set_ylabel("")
-            ax.legend(frameon=False, fontsize=7, loc="best")
-            ax.tick_params(labelsize=7, labelbottom=True)
-            ax.set_title(label + ("\npooled" if absorb is None else "\nwithin county, net of year"), fontsize=9)
+            ax.legend(frameon=False, loc="best")
+            ax.tick_params(labelbottom=True, labelleft=True)
+            ax.set_title(label + (", pooled" if absorb is None else ", within county, net of year"))
     fig.tight_layout()
     return fig
 
@@ -547,22 +545,19 @@ def coefficient_figure(
     The shaded band is the smallest effect of interest converted to a coefficient
     (``bound`` / within-county SD of density).
     """
-    import matplotlib.pyplot as plt
-
-    from analysis.plots import coef_plot
+    from analysis.plots import coef_plot, panel_grid
 
     outcomes = dict(outcomes or {y: y for y in tables})
     bounds = equivalence_bounds() if bounds is None else bounds
-    fig, axes = plt.subplots(1, len(outcomes), figsize=(3.3 * len(outcomes), 3.4), squeeze=False)
-    for ax, (y, label) in zip(axes[0], outcomes.items()):
+    fig, axes = panel_grid(len(outcomes), max_cols=2, row_height=3.2)
+    for ax, (y, label) in zip(axes, outcomes.items()):
         t = tables[y]
         coef_plot({COLUMN_LABELS[k]: t.results[k] for k in keys}, t.regressor, ax=ax, xlabel="")
         sd_w = float(effect_sizes(t.results["twfe"], t.sample, t.regressor).loc["per within-unit SD", "scale"])
         b = float(bounds.loc[y, "bound"]) / sd_w
         ax.axvspan(-b, b, color="C2", alpha=0.2, linewidth=0)
-        ax.set_title(label, fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.set_xlabel("Coefficient per association per 1,000", fontsize=8)
+        ax.set_title(label)
+        ax.set_xlabel("Coefficient per association per 1,000")
     fig.tight_layout()
     return fig
 

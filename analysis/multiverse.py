@@ -1508,8 +1508,6 @@ def spec_curve_figure(table: pd.DataFrame, value: str = "aligned", labels: Mappi
     option, a mark where the specification used it). ``value`` is ``aligned`` (intervals
     from ``ci_low``/``ci_high`` scaled the same way) or ``estimate_sdx``. Returns the Figure.
     """
-    import matplotlib.pyplot as plt
-
     t = table.copy()
     if value == "aligned":
         sign = t["outcome"].map(THESIS_SIGN).fillna(1)
@@ -1521,8 +1519,11 @@ def spec_curve_figure(table: pd.DataFrame, value: str = "aligned", labels: Mappi
     rank = np.arange(len(t))
     choices = [c for c in CHOICES if t[c].nunique() > 1]
     n_rows = sum(t[c].nunique() for c in choices)
-    fig, (ax, dash) = plt.subplots(2, 1, figsize=(9, 3.2 + 0.16 * n_rows), sharex=True,
-                                   gridspec_kw={"height_ratios": [3.2, 0.16 * n_rows]})
+    from analysis.plots import subplots
+
+    # 9 pt dashboard labels need about 0.2 in a row to stay apart
+    fig, (ax, dash) = subplots(2, 1, figsize=(9, 3.2 + 0.2 * n_rows), sharex=True,
+                               gridspec_kw={"height_ratios": [3.2, 0.2 * n_rows]})
     sig_t = t["significant_thesis"].to_numpy()
     sig_a = t["significant_against"].to_numpy()
     from matplotlib.colors import to_rgba
@@ -1547,7 +1548,7 @@ def spec_curve_figure(table: pd.DataFrame, value: str = "aligned", labels: Mappi
             y -= 1
         y -= 0.5
     dash.set_yticks(yticks)
-    dash.set_yticklabels(ylabels, fontsize=6)
+    dash.set_yticklabels(ylabels, fontsize=9)
     dash.set_xlabel(f"Specifications, ranked by estimate (n = {len(t):,})")
     dash.set_xlim(-1, len(t))
     for s in ("top", "right"):

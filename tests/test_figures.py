@@ -31,10 +31,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Chapters whose figures come from modules being changed elsewhere: each is expected to fail
 #: until its figure functions follow the rule and the chapter is re-executed (strict, so the
 #: test fails as soon as it passes, and the entry must then be removed).
-PENDING = {
-    "03_between_and_within": "figure functions in analysis/between_within.py pending: "
-                             "binscatter_figure (2 x 4, 12.8 in) and coefficient_figure (1 x 4, 13.2 in)",
-}
+PENDING: dict[str, str] = {}
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -142,12 +139,7 @@ def test_small_font_sizes_are_found():
 MODULES = sorted((ROOT / "analysis").glob("*.py"))
 #: Modules being changed elsewhere whose figure functions still set small font sizes (strict: an
 #: entry fails once its module is fixed, and must then be removed).
-PENDING_MODULES = {
-    "between_within.py": "figure functions in analysis/between_within.py pending: binscatter_figure and "
-                         "coefficient_figure use fontsize 7/8 and tick labelsize 7",
-    "multiverse.py": "figure functions in analysis/multiverse.py pending: spec_curve_figure's "
-                     "dashboard labels use fontsize=6",
-}
+PENDING_MODULES: dict[str, str] = {}
 
 
 def test_pending_modules_are_real_files():
