@@ -519,7 +519,7 @@ def binscatter_figure(
     from analysis.plots import binned_scatter, subplots
 
     outcomes = dict(outcomes or WAVE_OUTCOMES)
-    fig, axes = subplots(len(outcomes), 2, figsize=(8, 2.7 * len(outcomes)), squeeze=False,
+    fig, axes = subplots(len(outcomes), 2, figsize=(8, 3.0 * len(outcomes)), squeeze=False,
                          sharex="row", sharey="row")
     for i, (y, label) in enumerate(outcomes.items()):
         sample, _ = balanced_sample(df, y, regressor)
@@ -529,7 +529,7 @@ def binscatter_figure(
             ax.set_ylabel("")
             ax.legend(frameon=False, loc="best")
             ax.tick_params(labelbottom=True, labelleft=True)
-            ax.set_title(label + (", pooled" if absorb is None else ", within county, net of year"))
+            ax.set_title(label + ("\npooled" if absorb is None else "\nwithin county, net of year"))
     fig.tight_layout()
     return fig
 
