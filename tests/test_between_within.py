@@ -347,9 +347,10 @@ def test_measurement_error_check(table):
 # ---------------------------------------------------------------------------------------
 
 
-def test_binscatter_figure_bottom_slopes_are_twfe(panel, table):
+def test_binscatter_figure_within_slopes_are_twfe(panel, table):
+    # one row per outcome: left pooled, right net of county and year means
     fig = bw.binscatter_figure(panel, {"unemployment_rate": "U", "y2": "Y2"}, bins=10)
-    axes = np.array(fig.axes).reshape(2, 2)
+    axes = np.array(fig.axes).reshape(2, 2).T  # [column, row]: axes[1, 0] is U, within
     from analysis.plots import binned_means
 
     bm = binned_means(table.sample, "assn_per_1k", "unemployment_rate", bins=10, absorb="unit+time")
