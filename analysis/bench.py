@@ -159,8 +159,21 @@ def make_test() -> Figure:
     return Figure("wall time of `make test`", _timed(["make", "test"]), 900)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m analysis.bench", description="The book's performance figures.")
+    parser.add_argument("--cold-only", action="store_true",
+                        help="only the cold build by phase (the figures the reproducing appendix shows)")
+    args = parser.parse_args(argv)
     print(f"make bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    if args.cold_only:
+        phases, chapters = cold_build_phases()
+        for figure in phases + chapters:
+            print(figure.line(), flush=True)
+        write_report(phases + chapters)
+        print(f"wrote {BENCH_REPORT.relative_to(ROOT)} (commit it: the reproducing appendix shows it)")
+        return
     figures = []
     for measure in (cold_build, warm_load):
         figures.append(measure())
