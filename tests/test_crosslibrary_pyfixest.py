@@ -272,3 +272,23 @@ def test_weighted_first_differences_match_pyfixest_on_differences(weights):
     np.testing.assert_allclose(ours.params[terms], theirs.coef()[terms], rtol=RTOL, atol=ATOL)
     # linearmodels counts the rows in levels' differences; pyfixest the same rows: same n and K
     np.testing.assert_allclose(ours.std_errors[terms], theirs.se()[terms], rtol=RTOL)
+
+
+# The ratio-free model of Chapter 3 (Kronmal 1993): log(1 + count) and log population entered
+# separately with county and year effects, checked on the real panel against pyfixest.
+@pytest.mark.parametrize("count", ["log_count_assn", "log_count_community"])
+@pytest.mark.parametrize("outcome", ["unemployment_rate", "poverty_rate"])
+def test_ratio_free_model_matches_pyfixest(count, outcome):
+    from analysis.between_within import ratio_specs
+    from analysis.multiverse import add_derived_columns
+
+    df, _ = _counties()
+    d = add_derived_columns(df)
+    density = {"log_count_assn": "assn_per_1k", "log_count_community": "community_per_1k"}[count]
+    spec = ratio_specs(outcome, density)["ratio_free"]
+    assert spec.regressors == (count,) and spec.controls == ("log_population",)
+    ours = fit(spec, d)
+    kw = dict(outcome=outcome, regressors=(count,), controls=("log_population",))
+    sample = d.dropna(subset=[outcome, count, "log_population"])
+    theirs = _feols(sample, kw, "fips + year", {"CRV1": "fips"}, DEFAULT_SSC)
+    _compare(ours, theirs, [count, "log_population"])
