@@ -90,7 +90,7 @@ notebooks: data
 
 # tests/site needs the built book and a browser: it runs in test-site, after `book`.
 test-unit: data
-	$(PY) -m pytest tests --ignore=tests/site
+	$(PY) -m pytest tests --ignore=tests/site -n $(NPROC)
 
 # --nbval-lax: only cells tagged `nbval-check-output` (key numbers at fixed precision)
 # are compared with their committed output; every cell must still run without error.
