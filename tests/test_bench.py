@@ -18,3 +18,14 @@ def test_over_budget_is_printed_and_written(tmp_path):
 
 def test_budgets_are_the_issue_s():
     assert (bench.COLD_BUILD_BUDGET_S, bench.CHAPTER_BUDGET_S) == (240, 45)
+
+
+def test_the_appendix_shows_the_generated_report():
+    # The reproducing appendix includes what `make bench` wrote; the figures are never typed.
+    from analysis.paths import ROOT
+
+    appendix = (ROOT / "book" / "appendix_reproducing.md").read_text()
+    assert "```{include} _generated/bench.md" in appendix
+    report = bench.BENCH_REPORT.read_text()
+    assert report.startswith("Measured by `make bench` on ")
+    assert "cold `make book` on a fresh clone" in report and "speed-up of parallel over serial" in report
